@@ -1,0 +1,1 @@
+"""The collector's database: schema, engine, stores and migrations."""

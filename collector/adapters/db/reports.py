@@ -1,0 +1,114 @@
+"""The report store: idempotent inserts and history reads, with database errors translated."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from collector.adapters.db.tables import ReportRow
+from collector.errors import DatabaseUnavailable
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    customer_id: str
+    limit: int
+    since: datetime | None = None
+    until: datetime | None = None
+    before: tuple[datetime, int] | None = None
+
+
+class ReportStore:
+    """Reads and writes ``usage_reports``; every SQLAlchemy error leaves as a collector error."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session:
+                yield session
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise DatabaseUnavailable(
+                f"the database is unavailable ({type(exc).__name__})"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(f"database error ({type(exc).__name__})") from exc
+
+    async def insert_once(self, row: ReportRow) -> tuple[ReportRow, bool]:
+        """Insert ``row`` unless its ``report_id`` exists; return the stored row and if new."""
+        try:
+            async with self._session() as session, session.begin():
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            existing = await self.by_report_id(row.report_id)
+            if existing is None:
+                raise
+            return existing, False
+
+    async def by_report_id(self, report_id: uuid.UUID) -> ReportRow | None:
+        async with self._session() as session:
+            result = await session.execute(
+                select(ReportRow).where(ReportRow.report_id == report_id)
+            )
+            return result.scalar_one_or_none()
+
+    async def history(self, query: HistoryQuery) -> Sequence[ReportRow]:
+        """Reports of a customer, newest window first, keyset-paginated by (window_end, id)."""
+        conditions = [ReportRow.customer_id == query.customer_id]
+        if query.since is not None:
+            conditions.append(ReportRow.window_end > query.since)
+        if query.until is not None:
+            conditions.append(ReportRow.window_end <= query.until)
+        if query.before is not None:
+            end, row_id = query.before
+            conditions.append(
+                or_(
+                    ReportRow.window_end < end,
+                    and_(ReportRow.window_end == end, ReportRow.id < row_id),
+                )
+            )
+        statement = (
+            select(ReportRow)
+            .where(*conditions)
+            .order_by(ReportRow.window_end.desc(), ReportRow.id.desc())
+            .limit(query.limit)
+        )
+        async with self._session() as session:
+            return (await session.execute(statement)).scalars().all()
+
+    async def in_period(
+        self, customer_id: str, start: datetime, end: datetime
+    ) -> Sequence[ReportRow]:
+        """Reports whose window ends in ``(start, end]``, oldest window first."""
+        statement = (
+            select(ReportRow)
+            .where(
+                ReportRow.customer_id == customer_id,
+                ReportRow.window_end > start,
+                ReportRow.window_end <= end,
+            )
+            .order_by(ReportRow.window_end, ReportRow.id)
+        )
+        async with self._session() as session:
+            return (await session.execute(statement)).scalars().all()
+
+    async def count(self) -> int:
+        async with self._session() as session:
+            return int((await session.execute(select(func.count(ReportRow.id)))).scalar_one())
+
+    async def ping(self) -> None:
+        async with self._session() as session:
+            await session.execute(text("SELECT 1"))

@@ -1,0 +1,101 @@
+"""OpenAPI for bodies the handlers decode themselves, built from the pydantic JSON schema."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
+from pydantic import TypeAdapter
+
+from common import __version__
+from common.schema import LegacyUsageReport, UsageReport
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+REPORT_BODY = "UsageReportBody"
+_RENAMED = {"not": "schema_not", "if": "schema_if", "else": "schema_else"}
+_SCHEMA_FIELDS = {f.name for f in fields(Schema)}
+
+
+def _snake(key: str) -> str:
+    return _RENAMED.get(key) or re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def to_schema(node: Any) -> Any:
+    """Convert a JSON-schema dict into Litestar's OpenAPI ``Schema`` objects."""
+    if isinstance(node, list):
+        return [to_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return Reference(ref=node["$ref"])
+    kwargs: dict[str, Any] = {}
+    for key, value in node.items():
+        name = _snake(key)
+        if name not in _SCHEMA_FIELDS:
+            continue
+        if name == "type":
+            kwargs[name] = (
+                [OpenAPIType(v) for v in value] if isinstance(value, list) else OpenAPIType(value)
+            )
+        elif name == "properties":
+            kwargs[name] = {prop: to_schema(sub) for prop, sub in value.items()}
+        elif name in {"default", "examples", "example", "enum", "const", "required"}:
+            kwargs[name] = value
+        else:
+            kwargs[name] = to_schema(value)
+    return Schema(**kwargs)
+
+
+def _report_body_schemas() -> dict[str, Schema]:
+    adapter: TypeAdapter[UsageReport | LegacyUsageReport] = TypeAdapter(
+        UsageReport | LegacyUsageReport
+    )
+    raw = adapter.json_schema(ref_template=REF_TEMPLATE)
+    definitions = raw.pop("$defs", {})
+    schemas = {name: to_schema(sub) for name, sub in definitions.items()}
+    body = to_schema(raw)
+    body.description = (
+        "A schema-version-1 report, or the seed exporter's legacy body (no id, no window)."
+    )
+    schemas[REPORT_BODY] = body
+    return schemas
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Usage collector",
+        version=__version__,
+        description="Stores usage reports from customer agents and forwards usage to Stripe.",
+        path="/schema",
+    )
+
+
+def add_body_schemas(components: Components) -> None:
+    """Register the report body schemas, which Litestar cannot infer from a raw-body handler."""
+    components.schemas = {**(components.schemas or {}), **_report_body_schemas()}
+
+
+@dataclass
+class ReportOperation(Operation):
+    """Documents the report body, which the handler reads raw to control size and errors."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Reference(ref=REF_TEMPLATE.format(model=REPORT_BODY))
+                )
+            },
+        )

@@ -1,0 +1,93 @@
+"""Response bodies of the collector's HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from collector.adapters.db.tables import ReportRow
+
+
+class ErrorBody(BaseModel):
+    """The one error shape every endpoint answers with."""
+
+    error: str = Field(description="Stable machine-readable code, e.g. validation_error.")
+    detail: str = Field(description="Human-readable explanation.")
+    field: str | None = Field(default=None, description="Path of the offending field, if any.")
+
+
+class ReportOut(BaseModel):
+    id: int
+    report_id: uuid.UUID
+    customer_id: str
+    instance_id: str
+    window_start: datetime
+    window_end: datetime
+    metrics: dict[str, float | int]
+    active_devices: int | None
+    total_devices: int | None
+    partial: bool
+    missing: list[str]
+    agent_version: str | None
+    schema_version: int
+    legacy: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ReportRow) -> ReportOut:
+        return cls(
+            id=row.id,
+            report_id=row.report_id,
+            customer_id=row.customer_id,
+            instance_id=row.instance_id,
+            window_start=row.window_start,
+            window_end=row.window_end,
+            metrics=row.metrics,
+            active_devices=row.active_devices,
+            total_devices=row.total_devices,
+            partial=row.partial,
+            missing=row.missing,
+            agent_version=row.agent_version,
+            schema_version=row.schema_version,
+            legacy=row.legacy,
+            created_at=row.created_at,
+        )
+
+
+class IngestResponse(BaseModel):
+    message: str
+    stripe_reported: bool = Field(
+        description="Whether Stripe has acknowledged this usage. Ingest never waits on Stripe, "
+        "so a new report is always false here; forwarding happens in the background."
+    )
+    duplicate: bool
+    report: ReportOut
+
+
+class HistoryResponse(BaseModel):
+    customer_id: str
+    reports: list[ReportOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
+
+
+class MetricTotalOut(BaseModel):
+    name: str
+    semantics: str
+    unit: str
+    value: Decimal
+    reports: int
+
+
+class TotalsResponse(BaseModel):
+    customer_id: str
+    since: datetime
+    until: datetime
+    totals: list[MetricTotalOut]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,135 @@
+"""Usage endpoints: report ingest, history, the latest report and per-period totals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from collector.api.openapi import ReportOperation
+from collector.api.schemas import (
+    ErrorBody,
+    HistoryResponse,
+    IngestResponse,
+    MetricTotalOut,
+    ReportOut,
+    TotalsResponse,
+)
+from collector.errors import BodyTooLarge
+from collector.services.ingest import IngestService
+from collector.services.usage import UsageService
+
+CustomerId = Annotated[str, Parameter(min_length=1, max_length=128, description="Customer id.")]
+_ERRORS = {
+    code: ResponseSpec(ErrorBody, description=text)
+    for code, text in {
+        400: "Malformed request (not JSON).",
+        413: "Body larger than the configured limit.",
+        415: "Content type is not application/json.",
+        422: "The report failed validation.",
+        409: "The same report_id was already stored with different content.",
+        503: "The database is unavailable; retry later.",
+    }.items()
+}
+
+
+class UsageController(Controller):
+    path = "/api/usage"
+    tags = ["usage"]
+
+    @post(
+        "/report",
+        operation_class=ReportOperation,
+        summary="Report usage for one window",
+        status_code=201,
+        responses={
+            200: ResponseSpec(IngestResponse, description="Already stored; not counted again."),
+            **_ERRORS,
+        },
+    )
+    async def report(
+        self,
+        request: Request[Any, Any, Any],
+        ingest: NamedDependency[IngestService],
+        max_body_bytes: NamedDependency[int],
+    ) -> Response[IngestResponse]:
+        """Store a report once. Returns 201 when new, 200 with the stored report for a repeat."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise BodyTooLarge(f"body is larger than {max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            raise BodyTooLarge(f"body is larger than {max_body_bytes} bytes")
+        try:
+            report, legacy = ingest.decode(
+                body, request.headers.get("content-type"), request.headers.get("idempotency-key")
+            )
+        except Exception:
+            ingest.rejected()
+            raise
+        result = await ingest.store(report, legacy=legacy)
+        content = IngestResponse(
+            message="Usage reported successfully"
+            if result.created
+            else "Usage report already received",
+            stripe_reported=False,
+            duplicate=not result.created,
+            report=ReportOut.of(result.row),
+        )
+        return Response(content, status_code=201 if result.created else 200)
+
+    @get("/{customer_id:str}", summary="Usage history, newest window first")
+    async def history(
+        self,
+        customer_id: CustomerId,
+        usage: NamedDependency[UsageService],
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size (reports).")] = 100,
+        cursor: Annotated[
+            str | None, Parameter(max_length=200, description="From next_cursor.")
+        ] = None,
+        since: Annotated[
+            datetime | None, Parameter(description="Only windows ending after this.")
+        ] = None,
+        until: Annotated[
+            datetime | None, Parameter(description="Only windows ending at or before this.")
+        ] = None,
+    ) -> HistoryResponse:
+        page = await usage.history(
+            customer_id, limit=limit, cursor=cursor, since=since, until=until
+        )
+        return HistoryResponse(
+            customer_id=customer_id,
+            reports=[ReportOut.of(row) for row in page.reports],
+            next_cursor=page.next_cursor,
+        )
+
+    @get("/{customer_id:str}/latest", summary="The newest report", responses={404: _ERRORS[422]})
+    async def latest(
+        self, customer_id: CustomerId, usage: NamedDependency[UsageService]
+    ) -> ReportOut:
+        return ReportOut.of(await usage.latest(customer_id))
+
+    @get("/{customer_id:str}/totals", summary="Billed quantity per metric over a period")
+    async def totals(
+        self,
+        customer_id: CustomerId,
+        usage: NamedDependency[UsageService],
+        since: Annotated[
+            datetime | None, Parameter(description="Period start; default: month start.")
+        ] = None,
+        until: Annotated[
+            datetime | None, Parameter(description="Period end; default: month end.")
+        ] = None,
+    ) -> TotalsResponse:
+        """Folds the stored windows by each metric's semantics: sum, newest or peak."""
+        start, end, totals = await usage.totals(customer_id, since, until)
+        return TotalsResponse(
+            customer_id=customer_id,
+            since=start,
+            until=end,
+            totals=[MetricTotalOut(**vars(total)) for total in totals],
+        )

@@ -1,0 +1,108 @@
+"""`usage-collector`: serve the API and manage the database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+import uvicorn
+from pydantic import ValidationError
+
+from collector.adapters.db.engine import redacted
+from collector.adapters.db.migrate import current_revision, head_revision, upgrade
+from collector.api.app import create_app
+from collector.settings import CollectorSettings, load_settings
+from common import __version__
+from common.logs import configure_logging
+
+log = structlog.get_logger("collector")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> CollectorSettings:
+    try:
+        settings = load_settings(ctx.obj.get("secrets_dir"), **overrides)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid collector settings:\n{exc}") from exc
+    configure_logging(settings.log_level, json=settings.log_json)
+    return settings
+
+
+@click.group()
+@click.version_option(__version__, prog_name="usage-collector")
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="COLLECTOR_SECRETS_DIR",
+    help="Directory of secret files named like the settings (e.g. collector_stripe_api_key).",
+)
+@click.pass_context
+def main(ctx: click.Context, secrets_dir: Path | None) -> None:
+    """Usage collector: stores usage reports and forwards them to Stripe."""
+    ctx.ensure_object(dict)
+    ctx.obj["secrets_dir"] = secrets_dir
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [default: COLLECTOR_HOST or 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: COLLECTOR_PORT or 3100].")
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Apply pending database migrations before serving.",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, migrate: bool) -> None:
+    """Serve the HTTP API with uvicorn."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = _settings(ctx, **overrides)
+    url = settings.async_database_url()
+    if migrate:
+        upgrade(url)
+    log.info(
+        "collector starting",
+        host=settings.host,
+        port=settings.port,
+        database=redacted(url),
+        stripe_mode=settings.stripe_mode.value,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    settings = _settings(ctx)
+    url = settings.async_database_url()
+    upgrade(url, revision)
+    click.echo(f"database {redacted(url)} is at revision {revision}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the database's revision and the newest one this version knows."""
+    settings = _settings(ctx)
+    current = asyncio.run(current_revision(settings.async_database_url()))
+    click.echo(f"current: {current or 'none'}\nhead:    {head_revision()}")

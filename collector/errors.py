@@ -1,0 +1,70 @@
+"""The collector's errors. Each carries its HTTP status and a stable error code."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from common.errors import MeteringError, PermanentError, TransientError
+
+
+class CollectorError(MeteringError):
+    """Root of the collector's errors."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class BadRequest(CollectorError, PermanentError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class UnsupportedMediaType(CollectorError, PermanentError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(CollectorError, PermanentError):
+    status_code = 413
+    code = "body_too_large"
+
+
+class ValidationFailed(CollectorError, PermanentError):
+    status_code = 422
+    code = "validation_error"
+
+
+class UnknownMetric(ValidationFailed):
+    code = "unknown_metric"
+
+
+class InvalidWindow(ValidationFailed):
+    code = "invalid_window"
+
+
+class NotFound(CollectorError, PermanentError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(CollectorError, PermanentError):
+    status_code = 409
+    code = "conflict"
+
+
+class DatabaseUnavailable(CollectorError, TransientError):
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        CollectorError.__init__(self, detail, field=field)
+        self.retry_after = None

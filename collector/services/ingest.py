@@ -1,0 +1,186 @@
+"""Ingest: decode, validate and store a usage report exactly once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from collector.adapters.db.reports import ReportStore
+from collector.adapters.db.tables import ReportRow
+from collector.errors import (
+    Conflict,
+    InvalidJson,
+    InvalidWindow,
+    UnknownMetric,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from collector.telemetry import CollectorMetrics
+from common.catalogue import MetricCatalogue
+from common.clock import Clock
+from common.schema import (
+    REPORT_ID_NAMESPACE,
+    LegacyUsageReport,
+    UsageReport,
+    is_legacy_body,
+)
+
+MAX_FUTURE = timedelta(minutes=5)
+MAX_AGE = timedelta(days=35)
+JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    row: ReportRow
+    created: bool
+
+
+def _field_path(error: dict[str, Any]) -> str | None:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("function-after",)]
+    return ".".join(location) or None
+
+
+def validation_failure(exc: ValidationError) -> ValidationFailed:
+    """The first pydantic error as one collector error, naming the field."""
+    first = exc.errors(include_url=False)[0]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return ValidationFailed(message, field=_field_path(dict(first)))
+
+
+class IngestService:
+    """Turns a request body into a stored report; a repeat of a stored report is a no-op."""
+
+    def __init__(
+        self,
+        store: ReportStore,
+        catalogue: MetricCatalogue,
+        clock: Clock,
+        metrics: CollectorMetrics,
+        *,
+        legacy_window: timedelta,
+    ) -> None:
+        self._store = store
+        self._catalogue = catalogue
+        self._clock = clock
+        self._metrics = metrics
+        self._legacy_window = legacy_window
+
+    def decode(
+        self, body: bytes, content_type: str | None, idempotency_key: str | None = None
+    ) -> tuple[UsageReport, bool]:
+        """Parse and validate a body; returns the report and whether it came in the legacy shape."""
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type not in JSON_MEDIA_TYPES:
+            raise UnsupportedMediaType(
+                f"content type must be application/json, got {media_type or 'none'}",
+                field="content-type",
+            )
+        try:
+            raw = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidJson(f"body is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValidationFailed("body must be a JSON object", field=None)
+        legacy = is_legacy_body(raw)
+        try:
+            report = (
+                self._from_legacy(raw, idempotency_key)
+                if legacy
+                else UsageReport.model_validate(raw)
+            )
+        except ValidationError as exc:
+            raise validation_failure(exc) from exc
+        self._check_metrics(report)
+        self._check_window(report)
+        return report, legacy
+
+    def _from_legacy(self, raw: dict[str, Any], idempotency_key: str | None) -> UsageReport:
+        legacy = LegacyUsageReport.model_validate(raw)
+        end = self._clock.now()
+        report_id = None
+        if idempotency_key:
+            report_id = uuid.uuid5(
+                REPORT_ID_NAMESPACE, f"legacy\x1f{legacy.customer_id}\x1f{idempotency_key}"
+            )
+        return UsageReport(
+            report_id=report_id,
+            customer_id=legacy.customer_id,
+            instance_id=legacy.instance_id,
+            window_start=end - self._legacy_window,
+            window_end=end,
+            metrics=legacy.metrics,
+            active_devices=legacy.active_devices,
+            total_devices=legacy.total_devices,
+        )
+
+    def _check_metrics(self, report: UsageReport) -> None:
+        unknown = sorted(set(report.metrics) - set(self._catalogue))
+        if unknown:
+            raise UnknownMetric(
+                f"unknown metric {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(self._catalogue.names)}",
+                field=f"metrics.{unknown[0]}",
+            )
+
+    def _check_window(self, report: UsageReport) -> None:
+        now = self._clock.now()
+        if report.window_end > now + MAX_FUTURE:
+            raise InvalidWindow(
+                f"window_end {report.window_end.isoformat()} is more than 5 minutes in the future "
+                f"(collector time {now.isoformat()})",
+                field="window_end",
+            )
+        if report.window_start < now - MAX_AGE:
+            raise InvalidWindow(
+                f"window_start {report.window_start.isoformat()} is older than the 35 days "
+                "Stripe accepts usage for",
+                field="window_start",
+            )
+
+    async def store(self, report: UsageReport, *, legacy: bool = False) -> IngestResult:
+        """Store ``report`` once; a retry gets the stored row, different content a conflict."""
+        started = self._clock.monotonic()
+        row = _to_row(report, legacy=legacy, received_at=self._clock.now())
+        stored, created = await self._store.insert_once(row)
+        if not created and stored.fingerprint != row.fingerprint:
+            self._metrics.reports.labels("conflict").inc()
+            raise Conflict(
+                f"report {report.id} was already received with different content; "
+                "the stored report is unchanged",
+                field="report_id",
+            )
+        self._metrics.reports.labels("created" if created else "duplicate").inc()
+        if created:
+            for name in report.metrics:
+                self._metrics.metric_values.labels(name).inc()
+        self._metrics.ingest_seconds.observe(max(0.0, self._clock.monotonic() - started))
+        return IngestResult(stored, created)
+
+    def rejected(self) -> None:
+        self._metrics.reports.labels("rejected").inc()
+
+
+def _to_row(report: UsageReport, *, legacy: bool, received_at: datetime) -> ReportRow:
+    return ReportRow(
+        report_id=report.id,
+        customer_id=report.customer_id,
+        instance_id=report.instance_id,
+        window_start=report.window_start,
+        window_end=report.window_end,
+        schema_version=report.schema_version,
+        legacy=legacy,
+        metrics=dict(report.metrics),
+        active_devices=report.active_devices,
+        total_devices=report.total_devices,
+        partial=report.partial,
+        missing=list(report.missing),
+        agent_version=report.agent_version,
+        fingerprint=report.fingerprint(include_window=not legacy),
+        created_at=received_at,
+    )

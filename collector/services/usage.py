@@ -1,0 +1,115 @@
+"""Reading usage back: history pages, the latest report, and per-metric totals for a period."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from collector.adapters.db.reports import HistoryQuery, ReportStore
+from collector.adapters.db.tables import ReportRow
+from collector.errors import NotFound, ValidationFailed
+from common.catalogue import MetricCatalogue
+from common.clock import Clock
+from common.semantics import fold
+from common.windows import as_utc, calendar_month
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    reports: Sequence[ReportRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class MetricTotal:
+    name: str
+    semantics: str
+    unit: str
+    value: Decimal
+    reports: int
+
+
+def encode_cursor(row: ReportRow) -> str:
+    raw = f"{row.window_end.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        end_text, id_text = base64.urlsafe_b64decode(padded).decode().split("|", 1)
+        return as_utc(datetime.fromisoformat(end_text)), int(id_text)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise ValidationFailed("cursor is not one this API returned", field="cursor") from exc
+
+
+class UsageService:
+    def __init__(
+        self, store: ReportStore, catalogue: MetricCatalogue, clock: Clock, *, max_limit: int
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._catalogue = catalogue
+        self._max_limit = max_limit
+
+    async def history(
+        self,
+        customer_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> HistoryPage:
+        """A page of reports, newest window first; ``next_cursor`` continues it."""
+        if not 1 <= limit <= self._max_limit:
+            raise ValidationFailed(f"limit must be between 1 and {self._max_limit}", field="limit")
+        if since is not None and until is not None and until <= since:
+            raise ValidationFailed("until must be after since", field="until")
+        query = HistoryQuery(
+            customer_id=customer_id,
+            limit=limit + 1,
+            since=as_utc(since) if since else None,
+            until=as_utc(until) if until else None,
+            before=decode_cursor(cursor) if cursor else None,
+        )
+        rows = await self._store.history(query)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return HistoryPage(page, encode_cursor(page[-1]) if more and page else None)
+
+    async def latest(self, customer_id: str) -> ReportRow:
+        rows = await self._store.history(HistoryQuery(customer_id=customer_id, limit=1))
+        if not rows:
+            raise NotFound(f"no usage reports for customer {customer_id!r}", field="customer_id")
+        return rows[0]
+
+    async def totals(
+        self, customer_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> tuple[datetime, datetime, list[MetricTotal]]:
+        """Each metric's billed quantity over windows ending in ``(since, until]``.
+
+        The period defaults to the current UTC calendar month.
+        """
+        month = calendar_month(self._clock.now())
+        start = as_utc(since) if since else month.start
+        end = as_utc(until) if until else month.end
+        if end <= start:
+            raise ValidationFailed("until must be after since", field="until")
+        rows = await self._store.in_period(customer_id, start, end)
+        totals = []
+        for name in self._catalogue.names:
+            definition = self._catalogue[name]
+            values = [row.metrics[name] for row in rows if name in row.metrics]
+            folded = fold(definition.semantics, values)
+            if folded is not None:
+                totals.append(
+                    MetricTotal(
+                        name, definition.semantics.value, definition.unit, folded, len(values)
+                    )
+                )
+        return start, end, totals

@@ -1,0 +1,103 @@
+"""The collector's settings, read once at start-up from ``COLLECTOR_*`` variables or files."""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.catalogue import MetricCatalogue, parse_definitions
+from common.windows import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class StripeMode(enum.StrEnum):
+    METER_EVENTS = "meter_events"
+    METER_EVENT_STREAM = "meter_event_stream"
+    USAGE_RECORDS = "usage_records"
+    OFF = "off"
+
+
+class CollectorSettings(BaseSettings):
+    """Every collector setting; durations accept ``30s``, ``5m``, ``1h`` or milliseconds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COLLECTOR_", extra="ignore", secrets_dir=None, validate_default=True
+    )
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///./usage.db"),
+        description="SQLAlchemy async URL. SQLite (WAL mode) by default; postgresql+asyncpg://... "
+        "for production. A plain postgresql:// or sqlite:// URL gets the async driver added.",
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Connections per process (count)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `serve` binds to.")
+    port: int = Field(default=3100, ge=1, le=65535, description="TCP port `serve` listens on.")
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    log_json: bool = Field(
+        default=True, description="JSON log lines (true) or console text (false)."
+    )
+    extra_metrics: str = Field(
+        default="",
+        description="JSON list of extra metric definitions added to the default catalogue.",
+    )
+    legacy_window: Duration = Field(
+        default=timedelta(hours=1),
+        description="Window length assumed for a legacy (seed) report with no window (duration).",
+    )
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, description="Largest accepted body (bytes)."
+    )
+    history_max_limit: int = Field(
+        default=1000, ge=1, description="Largest page of history (reports)."
+    )
+
+    stripe_api_key: SecretStr | None = Field(
+        default=None, description="Stripe secret key (sk_...)."
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Base URL for Stripe's api and meter_events hosts (the sandbox)."
+    )
+    stripe_mode: StripeMode = Field(default=StripeMode.METER_EVENTS, description="Forwarding mode.")
+    stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_... secret.")
+
+    @field_validator("extra_metrics")
+    @classmethod
+    def _check_extra_metrics(cls, value: str) -> str:
+        if value.strip():
+            parse_definitions(value)
+        return value
+
+    def catalogue(self) -> MetricCatalogue:
+        return MetricCatalogue.from_config(self.extra_metrics)
+
+    def async_database_url(self) -> str:
+        """The database URL with its async driver."""
+        url = self.database_url.get_secret_value()
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url().startswith("sqlite")
+
+
+def load_settings(secrets_dir: Path | None = None, **overrides: object) -> CollectorSettings:
+    """Build the settings once: environment, then files in ``secrets_dir``, then ``overrides``."""
+    kwargs: dict[str, Any] = dict(overrides)
+    if secrets_dir is not None and secrets_dir.is_dir():
+        kwargs["_secrets_dir"] = secrets_dir
+    return CollectorSettings(**kwargs)

@@ -1,0 +1,36 @@
+"""The collector's own Prometheus metrics, on a registry injected at start-up."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class CollectorMetrics:
+    """Counters and histograms the services update and ``GET /metrics`` exposes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.reports = Counter(
+            "usage_collector_reports_total",
+            "Usage reports received, by result (created, duplicate, conflict, rejected).",
+            ["result"],
+            registry=registry,
+        )
+        self.ingest_seconds = Histogram(
+            "usage_collector_ingest_duration_seconds",
+            "Time to validate and store one usage report, in seconds.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.metric_values = Counter(
+            "usage_collector_metric_values_total",
+            "Metric values stored in new reports, by metric name.",
+            ["metric"],
+            registry=registry,
+        )
+        self.http_errors = Counter(
+            "usage_collector_http_errors_total",
+            "Requests answered with an error, by HTTP status and error code.",
+            ["status", "code"],
+            registry=registry,
+        )

@@ -1,0 +1,174 @@
+"""The usage report, version 1, and the legacy body of the seed's exporter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.windows import as_utc
+
+SCHEMA_VERSION = 1
+REPORT_ID_NAMESPACE = uuid.UUID("6f0e2a8c-4b1d-5c3e-9a7f-2d8b1e4c6a90")
+MAX_IDENTIFIER_LENGTH = 128
+MAX_METRIC_VALUE = 1e12
+MAX_SIGNIFICANT_DIGITS = 15
+MAX_METRICS_PER_REPORT = 64
+
+
+def _check_identifier(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("must not be empty")
+    if len(value) > MAX_IDENTIFIER_LENGTH:
+        raise ValueError(f"must be at most {MAX_IDENTIFIER_LENGTH} characters")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+
+
+def significant_digits(value: float | int) -> int:
+    """How many significant decimal digits the shortest exact form of ``value`` has."""
+    digits = Decimal(repr(value) if isinstance(value, float) else value).normalize().as_tuple()
+    return len(digits.digits)
+
+
+def check_metric_value(name: str, value: float | int) -> float | int:
+    """Reject values Stripe could never bill: negative, NaN, infinite, too large or too precise."""
+    if isinstance(value, bool):
+        raise ValueError(f"metric {name!r} must be a number, not a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"metric {name!r} must be finite, got {value}")
+    if value < 0:
+        raise ValueError(f"metric {name!r} must not be negative, got {value}")
+    if value > MAX_METRIC_VALUE:
+        raise ValueError(f"metric {name!r} must be at most 1e12, got {value}")
+    if significant_digits(value) > MAX_SIGNIFICANT_DIGITS:
+        raise ValueError(f"metric {name!r} has more than 15 significant digits: {value}")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return as_utc(value)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def derive_report_id(
+    customer_id: str, instance_id: str, window_start: datetime, window_end: datetime
+) -> uuid.UUID:
+    """The deterministic id of a window's report: a retry of the same window gets the same id."""
+    parts = (
+        customer_id,
+        instance_id,
+        as_utc(window_start).isoformat(timespec="microseconds"),
+        as_utc(window_end).isoformat(timespec="microseconds"),
+    )
+    return uuid.uuid5(REPORT_ID_NAMESPACE, "\x1f".join(parts))
+
+
+class UsageReport(BaseModel):
+    """One window of usage from one customer instance (schema version 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    report_id: uuid.UUID | None = None
+    customer_id: Identifier
+    instance_id: Identifier
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    metrics: dict[str, float | int] = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
+    active_devices: int | None = Field(default=None, ge=0)
+    total_devices: int | None = Field(default=None, ge=0)
+    partial: bool = False
+    missing: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
+    agent_version: str | None = Field(default=None, max_length=64)
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: dict[str, float | int]) -> dict[str, float | int]:
+        for name, value in metrics.items():
+            check_metric_value(name, value)
+        return metrics
+
+    @model_validator(mode="after")
+    def _check_window_and_id(self) -> UsageReport:
+        if self.window_end <= self.window_start:
+            raise ValueError(
+                f"window_end ({self.window_end.isoformat()}) must be after "
+                f"window_start ({self.window_start.isoformat()})"
+            )
+        if self.missing and not self.partial:
+            object.__setattr__(self, "partial", True)
+        if self.report_id is None:
+            object.__setattr__(self, "report_id", self.expected_report_id)
+        return self
+
+    @property
+    def expected_report_id(self) -> uuid.UUID:
+        return derive_report_id(
+            self.customer_id, self.instance_id, self.window_start, self.window_end
+        )
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The report id, always set after validation."""
+        assert self.report_id is not None
+        return self.report_id
+
+    def fingerprint(self, *, include_window: bool = True) -> str:
+        """A digest of the billable content, used to tell a retry from a conflicting duplicate.
+
+        Legacy reports get their window from the arrival time, so a legacy retry leaves it out.
+        """
+        content: dict[str, Any] = {
+            "customer_id": self.customer_id,
+            "instance_id": self.instance_id,
+            "metrics": {k: repr(float(v)) for k, v in sorted(self.metrics.items())},
+            "active_devices": self.active_devices,
+            "total_devices": self.total_devices,
+        }
+        if include_window:
+            content["window_start"] = self.window_start.isoformat(timespec="microseconds")
+            content["window_end"] = self.window_end.isoformat(timespec="microseconds")
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class LegacyUsageReport(BaseModel):
+    """The exact body the seed's billing exporter posts: no id and no window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: Identifier
+    instance_id: Identifier
+    active_devices: int | None = Field(default=None, ge=0)
+    total_devices: int | None = Field(default=None, ge=0)
+    metrics: dict[str, float | int] = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: dict[str, float | int]) -> dict[str, float | int]:
+        for name, value in metrics.items():
+            check_metric_value(name, value)
+        return metrics
+
+
+def is_legacy_body(body: Any) -> bool:
+    """True when a decoded body has the seed's shape rather than schema version 1."""
+    return isinstance(body, dict) and not (
+        {"schema_version", "window_start", "window_end"} & body.keys()
+    )

@@ -1,0 +1,73 @@
+"""Run the real collector under uvicorn on a loopback port, in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from sqlalchemy import func, select
+
+from collector.adapters.db.engine import create_engine
+from collector.adapters.db.migrate import upgrade
+from collector.adapters.db.tables import ReportRow
+from collector.api.app import Services, build_services, create_app
+from collector.settings import CollectorSettings
+from common.clock import Clock
+from tests.support.binaries import free_port
+
+
+@dataclass
+class RunningCollector:
+    url: str
+    settings: CollectorSettings
+    services: Services
+
+
+@contextmanager
+def run_collector(
+    database_url: str, *, clock: Clock | None = None, **overrides: Any
+) -> Iterator[RunningCollector]:
+    settings = CollectorSettings(database_url=database_url, **overrides)
+    upgrade(settings.async_database_url())
+    services = build_services(settings, clock=clock)
+    app = create_app(settings, services)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="collector", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("collector did not start")
+        time.sleep(0.01)
+    try:
+        yield RunningCollector(f"http://127.0.0.1:{port}", settings, services)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def count_rows(database_url: str, table: Any = ReportRow) -> int:
+    """Rows in ``table``, read over a separate connection (not the server's event loop)."""
+
+    async def count() -> int:
+        engine = create_engine(CollectorSettings(database_url=database_url).async_database_url())
+        try:
+            async with engine.connect() as conn:
+                return int(
+                    (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())

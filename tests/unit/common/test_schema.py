@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from common.schema import LegacyUsageReport, UsageReport, derive_report_id, is_legacy_body
+
+START = datetime(2026, 3, 1, 10, tzinfo=UTC)
+END = START + timedelta(hours=1)
+
+
+def report(**changes: object) -> UsageReport:
+    fields: dict[str, object] = {
+        "customer_id": "cust_1",
+        "instance_id": "i-1",
+        "window_start": START,
+        "window_end": END,
+        "metrics": {"devices": 3, "mqtt_messages": 15000, "storage_gb": 2.5},
+    }
+    fields.update(changes)
+    return UsageReport.model_validate(fields)
+
+
+def test_report_id_is_deterministic_per_window() -> None:
+    assert report().id == report().id
+    assert report().id == derive_report_id("cust_1", "i-1", START, END)
+    assert report(window_end=END + timedelta(hours=1)).id != report().id
+    assert report(instance_id="i-2").id != report().id
+
+
+def test_report_id_does_not_depend_on_the_timezone_the_window_is_written_in() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    shifted = report(window_start=START.astimezone(plus_two), window_end=END.astimezone(plus_two))
+    assert shifted.id == report().id
+    assert shifted.window_start.tzinfo == UTC
+
+
+@given(
+    metrics=st.dictionaries(
+        st.sampled_from(["devices", "mqtt_messages", "storage_gb", "api_requests"]),
+        st.one_of(
+            st.integers(0, 10**12),
+            st.floats(0, 1e12, allow_nan=False).map(lambda f: float(f"{f:.6g}")),
+        ),
+    ),
+    hours=st.integers(1, 24 * 40),
+)
+def test_round_trip_through_json_is_lossless(metrics: dict[str, float], hours: int) -> None:
+    original = report(
+        metrics=metrics,
+        window_end=START + timedelta(hours=hours),
+        partial=True,
+        missing=["prometheus"],
+        agent_version="1.2.3",
+        active_devices=2,
+    )
+    decoded = UsageReport.model_validate_json(original.to_json())
+    assert decoded == original
+    assert decoded.fingerprint() == original.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (-1, "negative"),
+        (math.nan, "finite"),
+        (math.inf, "finite"),
+        (1e12 + 1, "1e12"),
+        (1.2345678901234567, "15 significant"),
+    ],
+)
+def test_bad_metric_values_are_rejected_with_a_reason(value: float, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        report(metrics={"devices": value})
+
+
+def test_window_end_must_follow_window_start() -> None:
+    with pytest.raises(ValidationError, match="must be after"):
+        report(window_start=END, window_end=START)
+
+
+@pytest.mark.parametrize("identifier", ["", " ", "a" * 129, "bad\nid", "nul\x00"])
+def test_bad_identifiers_are_rejected(identifier: str) -> None:
+    with pytest.raises(ValidationError):
+        report(customer_id=identifier)
+
+
+def test_missing_sources_mark_the_report_partial() -> None:
+    assert report(missing=["prometheus"]).partial is True
+
+
+def test_legacy_body_is_recognised() -> None:
+    body = {
+        "customer_id": "c",
+        "instance_id": "i",
+        "active_devices": 3,
+        "total_devices": 5,
+        "metrics": {"devices": 3},
+    }
+    assert is_legacy_body(body)
+    assert LegacyUsageReport.model_validate(body).metrics == {"devices": 3}
+    assert not is_legacy_body(report().model_dump(mode="json"))
+
+
+def test_fingerprint_tells_content_changes_apart() -> None:
+    assert report().fingerprint() != report(metrics={"devices": 4}).fingerprint()
+    assert report().fingerprint() == report(agent_version="other").fingerprint()
