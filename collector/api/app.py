@@ -56,7 +56,12 @@ def build_services(
         store=store,
         telemetry=telemetry,
         ingest=IngestService(
-            store, catalogue, clock, telemetry, legacy_window=settings.legacy_window
+            store,
+            catalogue,
+            clock,
+            telemetry,
+            legacy_window=settings.legacy_window,
+            max_body_bytes=settings.max_body_bytes,
         ),
         usage=UsageService(store, catalogue, clock, max_limit=settings.history_max_limit),
     )
@@ -67,6 +72,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
     built = services or build_services(settings)
 
     async def dispose() -> None:
+        await built.store.close()
         await built.engine.dispose()
 
     def constant(value: object) -> Provide:
@@ -79,7 +85,6 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "usage": constant(built.usage),
             "store": constant(built.store),
             "telemetry": constant(built.telemetry),
-            "max_body_bytes": constant(settings.max_body_bytes),
         },
         exception_handlers={Exception: make_exception_handler(built.telemetry)},
         openapi_config=openapi_config(),

@@ -55,9 +55,9 @@ class UsageController(Controller):
         self,
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
-        max_body_bytes: NamedDependency[int],
     ) -> Response[IngestResponse]:
         """Store a report once. Returns 201 when new, 200 with the stored report for a repeat."""
+        max_body_bytes = ingest.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
             raise BodyTooLarge(f"body is larger than {max_body_bytes} bytes")

@@ -64,7 +64,9 @@ class IngestService:
         metrics: CollectorMetrics,
         *,
         legacy_window: timedelta,
+        max_body_bytes: int = 65536,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
         self._store = store
         self._catalogue = catalogue
         self._clock = clock

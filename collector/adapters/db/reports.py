@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.writer import GroupCommitWriter
 from collector.errors import DatabaseUnavailable
 
 
@@ -31,14 +32,13 @@ class ReportStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.writer = GroupCommitWriter(engine)
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
         try:
             async with self._sessions() as session:
                 yield session
-        except IntegrityError:
-            raise
         except (OperationalError, DBAPIError, OSError) as exc:
             raise DatabaseUnavailable(
                 f"the database is unavailable ({type(exc).__name__})"
@@ -48,15 +48,11 @@ class ReportStore:
 
     async def insert_once(self, row: ReportRow) -> tuple[ReportRow, bool]:
         """Insert ``row`` unless its ``report_id`` exists; return the stored row and if new."""
-        try:
-            async with self._session() as session, session.begin():
-                session.add(row)
-            return row, True
-        except IntegrityError:
-            existing = await self.by_report_id(row.report_id)
-            if existing is None:
-                raise
-            return existing, False
+        values = {c.key: getattr(row, c.key) for c in ReportRow.__table__.columns if c.key != "id"}
+        return await self.writer.insert(values)
+
+    async def close(self) -> None:
+        await self.writer.close()
 
     async def by_report_id(self, report_id: uuid.UUID) -> ReportRow | None:
         async with self._session() as session:

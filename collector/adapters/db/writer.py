@@ -1,0 +1,145 @@
+"""Group commit: concurrent report inserts share one transaction, each answered after it commits.
+
+One writer task drains whatever arrived while the previous transaction was committing, inserts the
+batch with ``ON CONFLICT (report_id) DO NOTHING`` and resolves each caller with the stored row and
+whether it was new. Nothing is acknowledged before its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from collector.adapters.db.tables import ReportRow
+from collector.errors import DatabaseUnavailable
+
+REPORTS: Table = ReportRow.__table__  # type: ignore[assignment]
+AfterInsert = Callable[[AsyncConnection, Sequence[ReportRow]], Awaitable[None]]
+
+
+@dataclass
+class _Pending:
+    values: dict[str, Any]
+    future: asyncio.Future[tuple[ReportRow, bool]] = field(repr=False)
+
+
+def _row(mapping: Any) -> ReportRow:
+    return ReportRow(**dict(mapping))
+
+
+class GroupCommitWriter:
+    """Inserts reports idempotently, batching whatever is waiting into one transaction."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = 500, after_insert: AfterInsert | None = None
+    ) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._after_insert = after_insert
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.inserted = 0
+
+    def set_after_insert(self, hook: AfterInsert) -> None:
+        """Run ``hook`` in each transaction with the newly inserted rows (the outbox uses it)."""
+        self._after_insert = hook
+
+    async def insert(self, values: dict[str, Any]) -> tuple[ReportRow, bool]:
+        queue = self._ensure_running()
+        future: asyncio.Future[tuple[ReportRow, bool]] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Pending(values, future))
+        return await asyncio.shield(future)
+
+    def _ensure_running(self) -> asyncio.Queue[_Pending]:
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
+        assert self._queue is not None
+        return self._queue
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                results = await self._write(batch)
+            except Exception as exc:
+                error = _translate(exc)
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+
+    async def _write(self, batch: list[_Pending]) -> list[tuple[ReportRow, bool]]:
+        first_by_id: dict[uuid.UUID, dict[str, Any]] = {}
+        for pending in batch:
+            first_by_id.setdefault(pending.values["report_id"], pending.values)
+        async with self._engine.begin() as conn:
+            statement = (
+                _insert(conn)
+                .on_conflict_do_nothing(index_elements=["report_id"])
+                .returning(REPORTS.c.id, REPORTS.c.report_id)
+            )
+            inserted = await conn.execute(statement, list(first_by_id.values()))
+            new_ids = {r.report_id: r.id for r in inserted.all()}
+            created = {rid: _row({**first_by_id[rid], "id": pk}) for rid, pk in new_ids.items()}
+            if created and self._after_insert is not None:
+                await self._after_insert(conn, list(created.values()))
+            existing: dict[uuid.UUID, ReportRow] = {}
+            others = [rid for rid in first_by_id if rid not in new_ids]
+            if others:
+                query = select(REPORTS).where(REPORTS.c.report_id.in_(others))
+                existing = {
+                    r.report_id: _row(r._mapping) for r in (await conn.execute(query)).all()
+                }
+        self.batches += 1
+        self.inserted += len(created)
+        results = []
+        claimed: set[uuid.UUID] = set()
+        for pending in batch:
+            rid = pending.values["report_id"]
+            if rid in created and rid not in claimed:
+                claimed.add(rid)
+                results.append((created[rid], True))
+            else:
+                results.append((existing.get(rid) or created[rid], False))
+        return results
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(REPORTS)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(REPORTS)
+    raise DatabaseUnavailable(f"unsupported database dialect {conn.dialect.name!r}")
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    if isinstance(exc, SQLAlchemyError | OSError):
+        error = DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})")
+        error.__cause__ = exc
+        return error
+    return exc

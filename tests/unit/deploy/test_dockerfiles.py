@@ -1,0 +1,126 @@
+"""Dockerfile.agent and Dockerfile.collector, checked statically (no Docker engine in CI)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+COMPONENTS = {"agent": "collector", "collector": "agent"}
+BASE_IMAGE = "python:3.12-slim"
+
+
+def _parse(component: str) -> list[dict[str, Any]]:
+    # dockerfile-parse treats a path not named "Dockerfile" as a directory: pass the file.
+    with (REPO_ROOT / f"Dockerfile.{component}").open("rb") as fileobj:
+        return DockerfileParser(fileobj=fileobj).structure
+
+
+def _stages(instructions: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    stages: list[list[dict[str, Any]]] = []
+    for instruction in instructions:
+        if instruction["instruction"] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+def _runtime(component: str) -> list[dict[str, Any]]:
+    return _stages(_parse(component))[-1]
+
+
+def _values(instructions: list[dict[str, Any]], name: str) -> list[str]:
+    return [i["value"] for i in instructions if i["instruction"] == name]
+
+
+def _install_commands(instructions: list[dict[str, Any]]) -> list[str]:
+    return [run for run in _values(instructions, "RUN") if re.search(r"pip\b.*\binstall\b", run)]
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_two_stages_on_python_312_slim(component: str) -> None:
+    stages = _stages(_parse(component))
+
+    assert len(stages) == 2
+    for stage in stages:
+        assert stage[0]["value"].split()[0] == BASE_IMAGE
+    assert [stage[0]["value"].split()[-1] for stage in stages] == ["build", "runtime"]
+    build = stages[0]
+    assert any("pip wheel" in run for run in _values(build, "RUN"))
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_runtime_runs_as_65532_with_an_exec_form_console_script(component: str) -> None:
+    runtime = _runtime(component)
+
+    assert _values(runtime, "USER")[-1].split(":")[0] == "65532"
+    entrypoint = json.loads(_values(runtime, "ENTRYPOINT")[-1])
+    assert isinstance(entrypoint, list)
+    assert Path(entrypoint[0]).name == f"usage-{component}"
+    assert PYPROJECT["project"]["scripts"][f"usage-{component}"] == f"{component}.cli:main"
+    assert Path(entrypoint[0]).parent == Path("/opt/venv/bin")
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_copy_sources_exist(component: str) -> None:
+    for instruction in _parse(component):
+        if instruction["instruction"] != "COPY" or "--from=" in instruction["value"]:
+            continue
+        *sources, _destination = shlex.split(instruction["value"])
+        for source in sources:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file"
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_runtime_installs_only_its_own_extra_into_a_venv(component: str) -> None:
+    runtime = _runtime(component)
+    (install,) = _install_commands(runtime)
+    extras = re.findall(r"\.whl\)?\[([a-z,]+)\]", install)
+
+    assert extras == [component]
+    assert component in PYPROJECT["project"]["optional-dependencies"]
+    assert COMPONENTS[component] not in install
+    assert "/opt/venv" in install
+    assert "--no-cache-dir" in install
+    # The wheel comes from the build stage; the runtime copies no sources of its own.
+    assert all("--from=build" in c for c in _values(runtime, "COPY"))
+
+
+def test_extras_keep_each_image_free_of_the_others_dependencies() -> None:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+
+    def names(extra: str) -> set[str]:
+        return {re.split(r"[\[<>=!~ ]", req, maxsplit=1)[0].lower() for req in extras[extra]}
+
+    assert "kubernetes" in names("agent")
+    assert "kubernetes" not in names("collector")
+    assert not {"litestar", "sqlalchemy", "stripe", "asyncpg", "alembic"} & names("agent")
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_no_compilers_caches_or_tests_in_the_image(component: str) -> None:
+    runtime = _runtime(component)
+    text = "\n".join(_values(runtime, "RUN"))
+
+    assert not re.search(r"\b(gcc|g\+\+|build-essential|make|clang)\b", text)
+    assert "apt-get install" not in text
+    assert not any("tests" in copy for copy in _values(_parse(component), "COPY"))
+    assert "PIP_NO_CACHE_DIR=1" in " ".join(_values(runtime, "ENV"))
+
+
+def test_dockerignore_keeps_tests_and_venvs_out_of_the_context() -> None:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+    assert rules[0] == "**"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "common", "agent", "collector"}
