@@ -11,11 +11,13 @@ import structlog
 import uvicorn
 from pydantic import ValidationError
 
-from collector.adapters.db.engine import redacted
+from collector.adapters.db.engine import create_engine, redacted
+from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
 from collector.api.app import create_app
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
+from common.clock import SystemClock
 from common.logs import configure_logging
 
 log = structlog.get_logger("collector")
@@ -106,3 +108,70 @@ def db_current(ctx: click.Context) -> None:
     settings = _settings(ctx)
     current = asyncio.run(current_revision(settings.async_database_url()))
     click.echo(f"current: {current or 'none'}\nhead:    {head_revision()}")
+
+
+@main.group()
+def customers() -> None:
+    """Links between collector customers and Stripe customers."""
+
+
+@customers.command("link")
+@click.argument("customer_id")
+@click.argument("stripe_customer_id")
+@click.pass_context
+def customers_link(ctx: click.Context, customer_id: str, stripe_customer_id: str) -> None:
+    """Bill CUSTOMER_ID's usage to Stripe customer STRIPE_CUSTOMER_ID (cus_...)."""
+    if not stripe_customer_id.startswith("cus_"):
+        raise click.BadParameter(
+            "a Stripe customer id starts with cus_", param_hint="STRIPE_CUSTOMER_ID"
+        )
+    settings = _settings(ctx)
+
+    async def link() -> None:
+        engine = create_engine(settings.async_database_url())
+        try:
+            await LinkStore(engine).link(customer_id, stripe_customer_id, SystemClock().now())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(link())
+    click.echo(f"linked {customer_id} -> {stripe_customer_id}")
+
+
+@customers.command("list")
+@click.pass_context
+def customers_list(ctx: click.Context) -> None:
+    """Print every linked customer."""
+    settings = _settings(ctx)
+
+    async def rows() -> list[Link]:
+        engine = create_engine(settings.async_database_url())
+        try:
+            return await LinkStore(engine).all()
+        finally:
+            await engine.dispose()
+
+    for link in asyncio.run(rows()):
+        click.echo(f"{link.customer_id}\t{link.stripe_customer_id}\t{link.subscription_id or '-'}")
+
+
+@main.group()
+def stripe() -> None:
+    """Stripe: the local sandbox, setup and verification."""
+
+
+@stripe.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=12111, show_default=True)
+@click.option("--webhook-url", default=None, help="Where to deliver signed webhook events.")
+@click.option("--webhook-secret", default=None, help="whsec_... secret to sign them with.")
+@click.option("--seed", type=int, default=None, help="Seed for injected faults.")
+def stripe_sandbox(
+    host: str, port: int, webhook_url: str | None, webhook_secret: str | None, seed: int | None
+) -> None:
+    """Run the Stripe-compatible sandbox (no Stripe account needed)."""
+    from collector.stripe_sandbox import serve as serve_sandbox
+
+    configure_logging("info", json=False)
+    click.echo(f"Stripe sandbox on http://{host}:{port} (point COLLECTOR_STRIPE_API_BASE at it)")
+    serve_sandbox(host, port, webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed)

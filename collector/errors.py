@@ -68,3 +68,44 @@ class DatabaseUnavailable(CollectorError, TransientError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         CollectorError.__init__(self, detail, field=field)
         self.retry_after = None
+
+
+class StripeTransient(CollectorError, TransientError):
+    """Stripe or the network failed in a way a later retry may fix (429, 5xx, connection)."""
+
+    status_code = 502
+    code = "stripe_unavailable"
+
+    def __init__(
+        self, detail: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        CollectorError.__init__(self, detail)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class StripePermanent(CollectorError, PermanentError):
+    """Stripe refused the request; retrying the same request cannot succeed."""
+
+    status_code = 502
+    code = "stripe_rejected"
+
+    def __init__(self, detail: str, *, status: int | None = None) -> None:
+        CollectorError.__init__(self, detail)
+        self.status = status
+
+
+class StripeNotConfigured(CollectorError, PermanentError):
+    status_code = 503
+    code = "stripe_not_configured"
+
+
+class CustomerNotLinked(CollectorError, TransientError):
+    """The customer has no Stripe customer yet; its usage waits until it is linked."""
+
+    status_code = 409
+    code = "customer_not_linked"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        CollectorError.__init__(self, detail, field=field)
+        self.retry_after = None

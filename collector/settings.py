@@ -67,6 +67,26 @@ class CollectorSettings(BaseSettings):
     )
     stripe_mode: StripeMode = Field(default=StripeMode.METER_EVENTS, description="Forwarding mode.")
     stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_... secret.")
+    stripe_max_rps: float = Field(
+        default=20.0,
+        gt=0,
+        description="Most Stripe calls in any one second (calls/s). Test mode "
+        "allows 25/s, live mode 1000/s.",
+    )
+    stripe_concurrency: int = Field(default=4, ge=1, le=64, description="Calls in flight (count).")
+    stripe_coalesce: bool = Field(
+        default=True, description="Fold waiting forwards of one customer and metric into one call."
+    )
+    stripe_timeout: float = Field(default=30.0, gt=0, description="Per-call timeout (seconds).")
+    stripe_backoff_cap: float = Field(
+        default=300.0, gt=0, description="Longest wait between retries of one batch (seconds)."
+    )
+    forwarder_enabled: bool = Field(
+        default=True, description="Run the outbox worker inside `serve` (off: forwards wait)."
+    )
+    forwarder_idle_sleep: float = Field(
+        default=1.0, gt=0, description="Pause when there is nothing to forward (seconds)."
+    )
 
     @field_validator("extra_metrics")
     @classmethod

@@ -34,3 +34,33 @@ class CollectorMetrics:
             ["status", "code"],
             registry=registry,
         )
+        self.stripe_calls = Counter(
+            "usage_collector_stripe_calls_total",
+            "Calls to Stripe by forwarding mode and outcome (ok, duplicate, retry, rejected).",
+            ["mode", "outcome"],
+            registry=registry,
+        )
+        self.forwarded = Counter(
+            "usage_collector_forwards_acknowledged_total",
+            "Report metrics whose usage Stripe acknowledged, by metric.",
+            ["metric"],
+            registry=registry,
+        )
+        self.coalesced = Counter(
+            "usage_collector_stripe_calls_saved_total",
+            "Stripe calls saved by coalescing waiting forwards or skipping unchanged values.",
+            ["metric"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "usage_collector_dead_letters_total",
+            "Batches Stripe rejected permanently and parked for an operator, by metric.",
+            ["metric"],
+            registry=registry,
+        )
+        self.forward_lag = Histogram(
+            "usage_collector_forward_lag_seconds",
+            "Seconds from a batch being formed to Stripe acknowledging it.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )

@@ -21,7 +21,7 @@ from collector.errors import (
     ValidationFailed,
 )
 from collector.telemetry import CollectorMetrics
-from common.catalogue import MetricCatalogue
+from common.catalogue import MetricCatalogue, NotWholeNumberError
 from common.clock import Clock
 from common.schema import (
     REPORT_ID_NAMESPACE,
@@ -129,6 +129,13 @@ class IngestService:
                 f"allowed: {', '.join(self._catalogue.names)}",
                 field=f"metrics.{unknown[0]}",
             )
+
+        for name, value in report.metrics.items():
+            definition = self._catalogue[name]
+            try:
+                definition.to_billable(value)
+            except NotWholeNumberError as exc:
+                raise ValidationFailed(str(exc), field=f"metrics.{name}") from exc
 
     def _check_window(self, report: UsageReport) -> None:
         now = self._clock.now()

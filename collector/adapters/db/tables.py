@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,3 +81,132 @@ class ReportRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
     __table_args__ = (Index("ix_usage_reports_customer_window", "customer_id", "window_end", "id"),)
+
+
+class ForwardRow(Base):
+    """One metric of one stored report, waiting to reach Stripe (the transactional outbox)."""
+
+    __tablename__ = "forwards"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    report_pk: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    report_id: Mapped[uuid.UUID] = mapped_column(Uuid(), nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    metric: Mapped[str] = mapped_column(String(63), nullable=False)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    window_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    value: Mapped[str] = mapped_column(String(40), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+    __table_args__ = (
+        Index("uq_forwards_report_metric", "report_id", "metric", unique=True),
+        Index("ix_forwards_pending", "state", "customer_id", "metric", "window_end"),
+        Index("ix_forwards_batch", "batch_id"),
+    )
+
+
+class BatchRow(Base):
+    """One Stripe call's worth of usage, stored with its identifier before it is sent."""
+
+    __tablename__ = "forward_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    metric: Mapped[str] = mapped_column(String(63), nullable=False)
+    semantics: Mapped[str] = mapped_column(String(16), nullable=False)
+    mode: Mapped[str] = mapped_column(String(24), nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    identifier: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    raw_value: Mapped[str] = mapped_column(String(40), nullable=False)
+    event_timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    newest_window_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    members: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ix_forward_batches_due", "state", "next_attempt_at"),
+        Index(
+            "uq_forward_batches_open",
+            "customer_id",
+            "metric",
+            unique=True,
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class MeterStateRow(Base):
+    """What Stripe has acknowledged per customer, metric and billing period."""
+
+    __tablename__ = "meter_state"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(63), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    raw_total: Mapped[str] = mapped_column(String(40), nullable=False)
+    billed_total: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_value: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    newest_window_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_event_timestamp: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    calls: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class CustomerLinkRow(Base):
+    """Which Stripe customer and subscription bill a collector customer."""
+
+    __tablename__ = "stripe_customers"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    subscription_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class SubscriptionItemRow(Base):
+    """A customer's subscription item per price lookup key, with its current period."""
+
+    __tablename__ = "stripe_subscription_items"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    lookup_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subscription_item_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    price_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    period_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    period_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class BillingPeriodRow(Base):
+    """Every billing period seen for a customer, so late windows land in the right one."""
+
+    __tablename__ = "billing_periods"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class WebhookEventRow(Base):
+    """Stripe events already processed, so a replay is processed once."""
+
+    __tablename__ = "stripe_webhook_events"
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)

@@ -1,0 +1,506 @@
+"""The transactional outbox: forwards written with their report, batched, claimed and settled.
+
+Invariants the database enforces: one forward per (report, metric); at most one open batch per
+(customer, metric), so delivery is in window order and a resent batch never gains members.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table, and_, exists, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from collector.adapters.db.tables import (
+    BatchRow,
+    BillingPeriodRow,
+    ForwardRow,
+    MeterStateRow,
+    ReportRow,
+)
+from collector.errors import DatabaseUnavailable
+
+FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
+BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
+STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
+PERIODS: Table = BillingPeriodRow.__table__  # type: ignore[assignment]
+FORMATION_LOCK = 0x55534147  # any constant: one batch former at a time across replicas
+
+
+@dataclass(frozen=True)
+class PendingForward:
+    id: int
+    report_id: uuid.UUID
+    customer_id: str
+    metric: str
+    window_end: datetime
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class MeterState:
+    customer_id: str
+    metric: str
+    period_start: datetime
+    period_end: datetime
+    raw_total: Decimal
+    billed_total: int
+    last_value: Decimal | None
+    newest_window_end: datetime | None
+    last_event_timestamp: datetime | None
+    calls: int
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    customer_id: str
+    metric: str
+    semantics: str
+    mode: str
+    period_start: datetime
+    period_end: datetime
+    identifier: str
+    quantity: int
+    raw_value: Decimal
+    event_timestamp: datetime
+    newest_window_end: datetime
+    member_ids: tuple[int, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Formation:
+    """What batch formation decided: store a batch, or settle members that need no call."""
+
+    batch: NewBatch | None = None
+    settled_ids: tuple[int, ...] = ()
+    settled_as: str = "sent"
+    state: MeterState | None = None
+
+
+Decide = Callable[
+    [list[PendingForward], list[tuple[datetime, datetime]], Callable[[datetime], MeterState]],
+    Formation | None,
+]
+
+
+def _upsert(conn: AsyncConnection, table: Table) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _to_state(row: Any) -> MeterState:
+    return MeterState(
+        customer_id=row.customer_id,
+        metric=row.metric,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        raw_total=Decimal(row.raw_total),
+        billed_total=row.billed_total,
+        last_value=Decimal(row.last_value) if row.last_value is not None else None,
+        newest_window_end=row.newest_window_end,
+        last_event_timestamp=row.last_event_timestamp,
+        calls=row.calls,
+    )
+
+
+async def enqueue(conn: AsyncConnection, reports: Sequence[ReportRow], now: datetime) -> None:
+    """Write one forward per metric of each new report, in the report's own transaction."""
+    rows = [
+        {
+            "report_pk": report.id,
+            "report_id": report.report_id,
+            "customer_id": report.customer_id,
+            "metric": name,
+            "window_start": report.window_start,
+            "window_end": report.window_end,
+            "value": repr(value) if isinstance(value, float) else str(value),
+            "state": "pending",
+            "batch_id": None,
+            "created_at": now,
+        }
+        for report in reports
+        for name, value in sorted(report.metrics.items())
+    ]
+    if rows:
+        await conn.execute(FORWARDS.insert(), rows)
+
+
+class OutboxStore:
+    """Reads and changes the outbox; every method is one short transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _lock_formation(self, conn: AsyncConnection) -> bool:
+        if conn.dialect.name != "postgresql":
+            return True
+        result = await conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": FORMATION_LOCK}
+        )
+        return bool(result.scalar_one())
+
+    async def groups_to_form(self, limit: int) -> list[tuple[str, str]]:
+        """(customer, metric) pairs with waiting forwards and no open batch."""
+        open_batch = exists().where(
+            BATCHES.c.customer_id == FORWARDS.c.customer_id,
+            BATCHES.c.metric == FORWARDS.c.metric,
+            BATCHES.c.state == "pending",
+        )
+        statement = (
+            select(FORWARDS.c.customer_id, FORWARDS.c.metric)
+            .where(FORWARDS.c.state == "pending", ~open_batch)
+            .group_by(FORWARDS.c.customer_id, FORWARDS.c.metric)
+            .order_by(func.min(FORWARDS.c.id))
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [(r.customer_id, r.metric) for r in (await conn.execute(statement)).all()]
+
+    async def form(
+        self, customer_id: str, metric: str, decide: Decide, *, max_members: int
+    ) -> Formation | None:
+        """Under the formation lock, let ``decide`` turn the group's oldest forwards into a batch.
+
+        ``decide`` gets the waiting members (oldest window first), the customer's known billing
+        periods, and the delivered state of a period by its start.
+        """
+        async with self._engine.begin() as conn:
+            if not await self._lock_formation(conn):
+                return None
+            if await self._has_open_batch(conn, customer_id, metric):
+                return None
+            members = await self._waiting(conn, customer_id, metric, max_members)
+            if not members:
+                return None
+            periods = await self._periods(conn, customer_id)
+            states = await self._states(conn, customer_id, metric)
+
+            def state_of(period_start: datetime) -> MeterState:
+                return states.get(period_start) or MeterState(
+                    customer_id,
+                    metric,
+                    period_start,
+                    period_start,
+                    Decimal(0),
+                    0,
+                    None,
+                    None,
+                    None,
+                    0,
+                )
+
+            outcome = decide(members, periods, state_of)
+            if outcome is None:
+                return None
+            if outcome.batch is not None:
+                await self._store_batch(conn, outcome.batch)
+            if outcome.settled_ids:
+                await conn.execute(
+                    update(FORWARDS)
+                    .where(FORWARDS.c.id.in_(outcome.settled_ids), FORWARDS.c.state == "pending")
+                    .values(state=outcome.settled_as)
+                )
+            if outcome.state is not None:
+                await self._save_state(conn, outcome.state)
+            return outcome
+
+    async def _waiting(
+        self, conn: AsyncConnection, customer_id: str, metric: str, limit: int
+    ) -> list[PendingForward]:
+        rows = (
+            await conn.execute(
+                select(FORWARDS)
+                .where(
+                    FORWARDS.c.customer_id == customer_id,
+                    FORWARDS.c.metric == metric,
+                    FORWARDS.c.state == "pending",
+                )
+                .order_by(FORWARDS.c.window_end, FORWARDS.c.id)
+                .limit(limit)
+            )
+        ).all()
+        return [
+            PendingForward(
+                r.id, r.report_id, r.customer_id, r.metric, r.window_end, Decimal(r.value)
+            )
+            for r in rows
+        ]
+
+    async def _periods(
+        self, conn: AsyncConnection, customer_id: str
+    ) -> list[tuple[datetime, datetime]]:
+        rows = await conn.execute(
+            select(PERIODS.c.period_start, PERIODS.c.period_end).where(
+                PERIODS.c.customer_id == customer_id
+            )
+        )
+        return [(r.period_start, r.period_end) for r in rows.all()]
+
+    async def _states(
+        self, conn: AsyncConnection, customer_id: str, metric: str
+    ) -> dict[datetime, MeterState]:
+        rows = await conn.execute(
+            select(STATE).where(STATE.c.customer_id == customer_id, STATE.c.metric == metric)
+        )
+        return {r.period_start: _to_state(r) for r in rows.all()}
+
+    async def _has_open_batch(self, conn: AsyncConnection, customer_id: str, metric: str) -> bool:
+        found = await conn.execute(
+            select(BATCHES.c.id)
+            .where(
+                BATCHES.c.customer_id == customer_id,
+                BATCHES.c.metric == metric,
+                BATCHES.c.state == "pending",
+            )
+            .limit(1)
+        )
+        return found.first() is not None
+
+    async def _store_batch(self, conn: AsyncConnection, batch: NewBatch) -> None:
+        inserted = await conn.execute(
+            BATCHES.insert().returning(BATCHES.c.id),
+            {
+                "customer_id": batch.customer_id,
+                "metric": batch.metric,
+                "semantics": batch.semantics,
+                "mode": batch.mode,
+                "period_start": batch.period_start,
+                "period_end": batch.period_end,
+                "identifier": batch.identifier,
+                "quantity": batch.quantity,
+                "raw_value": str(batch.raw_value),
+                "event_timestamp": batch.event_timestamp,
+                "newest_window_end": batch.newest_window_end,
+                "members": len(batch.member_ids),
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": batch.created_at,
+                "created_at": batch.created_at,
+            },
+        )
+        batch_id = inserted.scalar_one()
+        await conn.execute(
+            update(FORWARDS)
+            .where(FORWARDS.c.id.in_(batch.member_ids), FORWARDS.c.state == "pending")
+            .values(state="batched", batch_id=batch_id)
+        )
+
+    async def _save_state(self, conn: AsyncConnection, state: MeterState) -> None:
+        values = {
+            "customer_id": state.customer_id,
+            "metric": state.metric,
+            "period_start": state.period_start,
+            "period_end": state.period_end,
+            "raw_total": str(state.raw_total),
+            "billed_total": state.billed_total,
+            "last_value": str(state.last_value) if state.last_value is not None else None,
+            "newest_window_end": state.newest_window_end,
+            "last_event_timestamp": state.last_event_timestamp,
+            "calls": state.calls,
+            "updated_at": state.newest_window_end or state.period_start,
+        }
+        statement = _upsert(conn, STATE).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["customer_id", "metric", "period_start"],
+            set_={
+                k: v
+                for k, v in values.items()
+                if k not in ("customer_id", "metric", "period_start")
+            },
+        )
+        await conn.execute(statement)
+
+    async def claim_due(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[BatchRow]:
+        """Lease open batches that are due; on PostgreSQL other replicas skip the locked ones."""
+        async with self._engine.begin() as conn:
+            query = (
+                select(BATCHES.c.id)
+                .where(
+                    BATCHES.c.state == "pending",
+                    BATCHES.c.next_attempt_at <= now,
+                    (BATCHES.c.lease_until.is_(None)) | (BATCHES.c.lease_until < now),
+                )
+                .order_by(BATCHES.c.next_attempt_at, BATCHES.c.id)
+                .limit(limit)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = [r.id for r in (await conn.execute(query)).all()]
+            if not ids:
+                return []
+            await conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            rows = (
+                await conn.execute(
+                    select(BATCHES).where(BATCHES.c.id.in_(ids)).order_by(BATCHES.c.id)
+                )
+            ).all()
+            return [BatchRow(**dict(r._mapping)) for r in rows]
+
+    async def acknowledge(
+        self, batch: BatchRow, owner: str, now: datetime, new_state: MeterState, status: int
+    ) -> bool:
+        """Stripe accepted ``batch``: mark it and its members sent; record the delivered state."""
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(BATCHES)
+                .where(
+                    BATCHES.c.id == batch.id,
+                    BATCHES.c.state == "pending",
+                    BATCHES.c.lease_owner == owner,
+                )
+                .values(
+                    state="sent",
+                    sent_at=now,
+                    last_status=status,
+                    last_error=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=BATCHES.c.attempts + 1,
+                )
+            )
+            if done.rowcount != 1:
+                return False
+            await conn.execute(
+                update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="sent")
+            )
+            await self._save_state(conn, new_state)
+            return True
+
+    async def reschedule(
+        self,
+        batch: BatchRow,
+        owner: str,
+        next_attempt_at: datetime,
+        status: int | None,
+        error: str,
+        *,
+        count_attempt: bool = True,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(BATCHES)
+                .where(
+                    BATCHES.c.id == batch.id,
+                    BATCHES.c.state == "pending",
+                    BATCHES.c.lease_owner == owner,
+                )
+                .values(
+                    next_attempt_at=next_attempt_at,
+                    last_status=status,
+                    last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=BATCHES.c.attempts + (1 if count_attempt else 0),
+                )
+            )
+
+    async def dead_letter(
+        self, batch: BatchRow, owner: str | None, status: int | None, error: str
+    ) -> None:
+        """Park a batch that retrying cannot fix, visibly, with Stripe's message."""
+        async with self._engine.begin() as conn:
+            condition = and_(BATCHES.c.id == batch.id, BATCHES.c.state == "pending")
+            if owner is not None:
+                condition = and_(condition, BATCHES.c.lease_owner == owner)
+            done = await conn.execute(
+                update(BATCHES)
+                .where(condition)
+                .values(
+                    state="dead",
+                    last_status=status,
+                    last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=BATCHES.c.attempts + 1,
+                )
+            )
+            if done.rowcount == 1:
+                await conn.execute(
+                    update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="dead")
+                )
+
+    async def retry_dead(self, batch_id: int, now: datetime) -> BatchRow | None:
+        """Reopen a dead batch with its identifier and members unchanged."""
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id))).first()
+            if row is None or row.state != "dead":
+                return None
+            if await self._has_open_batch(conn, row.customer_id, row.metric):
+                raise DatabaseUnavailable(
+                    "another batch for this customer and metric is open; retry after it settles"
+                )
+            await conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.id == batch_id)
+                .values(state="pending", next_attempt_at=now, attempts=0)
+            )
+            await conn.execute(
+                update(FORWARDS).where(FORWARDS.c.batch_id == batch_id).values(state="batched")
+            )
+            fresh = (await conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id))).one()
+            return BatchRow(**dict(fresh._mapping))
+
+    async def state(
+        self, customer_id: str, metric: str, period_start: datetime
+    ) -> MeterState | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(STATE).where(
+                        STATE.c.customer_id == customer_id,
+                        STATE.c.metric == metric,
+                        STATE.c.period_start == period_start,
+                    )
+                )
+            ).first()
+            return _to_state(row) if row else None
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Forwards and batches by state."""
+        async with self._engine.connect() as conn:
+            forwards = (
+                await conn.execute(
+                    select(FORWARDS.c.state, func.count()).group_by(FORWARDS.c.state)
+                )
+            ).all()
+            batches = (
+                await conn.execute(select(BATCHES.c.state, func.count()).group_by(BATCHES.c.state))
+            ).all()
+        return {
+            "forwards": {s: int(n) for s, n in forwards},
+            "batches": {s: int(n) for s, n in batches},
+        }
+
+    async def batches(
+        self, state: str | None = None, customer_id: str | None = None, limit: int = 100
+    ) -> list[BatchRow]:
+        query = select(BATCHES).order_by(BATCHES.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(BATCHES.c.state == state)
+        if customer_id is not None:
+            query = query.where(BATCHES.c.customer_id == customer_id)
+        async with self._engine.connect() as conn:
+            return [BatchRow(**dict(r._mapping)) for r in (await conn.execute(query)).all()]
+
+    async def oldest_waiting(self) -> datetime | None:
+        """Creation time of the oldest forward not yet acknowledged, for lag metrics."""
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(func.min(FORWARDS.c.created_at)).where(
+                    FORWARDS.c.state.in_(("pending", "batched"))
+                )
+            )
+            oldest: datetime | None = result.scalar_one_or_none()
+            return oldest

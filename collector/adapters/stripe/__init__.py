@@ -1,0 +1,1 @@
+"""Stripe, reached only through the official SDK: one sender per forwarding mode."""

@@ -1,0 +1,100 @@
+"""Building the Stripe client from settings, and translating its errors at the boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import stripe
+
+from collector.errors import StripeNotConfigured, StripePermanent, StripeTransient
+
+LEGACY_API_VERSION = "2025-02-24.acacia"
+DUPLICATE_CODES = frozenset(
+    {"duplicate_meter_event", "meter_event_duplicate_identifier", "idempotency_key_in_use"}
+)
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One usage event as a sender needs it, already turned into a whole number."""
+
+    identifier: str
+    customer_id: str
+    stripe_customer_id: str
+    metric: str
+    semantics: str
+    event_name: str
+    lookup_key: str
+    quantity: int
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Stripe accepted the event, or already had it (a duplicate identifier)."""
+
+    status: int
+    duplicate: bool = False
+
+
+def build_client(
+    api_key: str | None, api_base: str | None, *, timeout: float = 30.0
+) -> stripe.StripeClient:
+    """An SDK client with async httpx and no SDK-level retries: the outbox owns retries."""
+    if not api_key:
+        raise StripeNotConfigured("COLLECTOR_STRIPE_API_KEY is not set")
+    bases: dict[str, str] = {}
+    if api_base:
+        base = api_base.rstrip("/")
+        bases = {"api": base, "meter_events": base, "files": base, "connect": base}
+    return stripe.StripeClient(
+        api_key,
+        base_addresses=bases,  # type: ignore[arg-type]
+        http_client=stripe.HTTPXClient(timeout=timeout),
+        max_network_retries=0,
+    )
+
+
+def _retry_after(error: stripe.StripeError) -> float | None:
+    value = (error.headers or {}).get("retry-after") or (error.headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def is_duplicate(error: stripe.StripeError) -> bool:
+    """Stripe's answer to an identifier it already has: delivered, not a failure."""
+    if error.http_status != 400:
+        return False
+    code = (error.code or "").lower()
+    message = str(error.user_message or error).lower()
+    return code in DUPLICATE_CODES or (
+        "identifier" in message and ("duplicate" in message or "already" in message)
+    )
+
+
+def translate(error: Exception) -> Exception:
+    """An SDK or network error as the collector's transient or permanent error."""
+    if isinstance(error, stripe.RateLimitError):
+        return StripeTransient(
+            "Stripe rate limit (429)", status=429, retry_after=_retry_after(error)
+        )
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeTransient(f"cannot reach Stripe: {type(error).__name__}")
+    if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
+        return StripeTransient(
+            f"Stripe refused the API key ({error.http_status}); fix COLLECTOR_STRIPE_API_KEY",
+            status=error.http_status,
+        )
+    if isinstance(error, stripe.StripeError):
+        status = error.http_status
+        should_retry = (error.headers or {}).get("stripe-should-retry")
+        message = f"Stripe {status}: {error.user_message or error.code or type(error).__name__}"
+        if should_retry == "true" or (
+            should_retry is None and (status is None or status >= 500 or status in (408, 409))
+        ):
+            return StripeTransient(message, status=status, retry_after=_retry_after(error))
+        return StripePermanent(message, status=status)
+    return error

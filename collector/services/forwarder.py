@@ -1,0 +1,369 @@
+"""The outbox worker: forms batches, sends them to Stripe, settles them once Stripe answered.
+
+Exactly-once rests on three things: a batch and its identifier are stored before the first send;
+a resend after a crash or a timeout carries the same identifier, which Stripe deduplicates; and a
+batch is marked sent only after Stripe acknowledged it (a duplicate-identifier answer counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+import structlog
+
+from collector.adapters.db.links import LinkStore
+from collector.adapters.db.outbox import (
+    Formation,
+    MeterState,
+    NewBatch,
+    OutboxStore,
+    PendingForward,
+)
+from collector.adapters.db.tables import BatchRow
+from collector.adapters.stripe.client import Delivered, OutgoingEvent
+from collector.errors import StripePermanent, StripeTransient
+from collector.services.batching import Delivered as DeliveredState
+from collector.services.batching import Member, batch_identifier, event_time, plan_batch
+from collector.services.ratelimit import RateLimiter
+from collector.telemetry import CollectorMetrics
+from common.catalogue import MetricCatalogue
+from common.clock import Clock
+from common.semantics import Semantics
+from common.windows import Window, calendar_month
+
+log = structlog.get_logger("collector.forwarder")
+
+
+class Sender(Protocol):
+    mode: str
+    max_events: int
+
+    async def send(self, events: Sequence[OutgoingEvent]) -> list[Delivered | Exception]: ...
+
+
+@dataclass(frozen=True)
+class ForwarderConfig:
+    mode: str
+    max_rps: float = 20.0
+    concurrency: int = 4
+    coalesce: bool = True
+    max_members: int = 500
+    groups_per_round: int = 200
+    lease: timedelta = timedelta(seconds=120)
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    unlinked_wait: timedelta = timedelta(seconds=60)
+    idle_sleep: float = 1.0
+
+
+def backoff_seconds(
+    attempts: int, base: float, cap: float, rng: random.Random, retry_after: float | None
+) -> float:
+    """Capped exponential backoff with full jitter, never shorter than Stripe's Retry-After."""
+    delay = rng.uniform(0, min(cap, base * (2 ** min(attempts, 30))))
+    return max(delay, retry_after or 0.0)
+
+
+def period_of(moment: datetime, known: Sequence[tuple[datetime, datetime]]) -> Window:
+    """The billing period containing ``moment``; the UTC calendar month if none is known."""
+    for start, end in known:
+        if start <= moment < end:
+            return Window(start, end)
+    return calendar_month(moment)
+
+
+def _delivered(state: MeterState) -> DeliveredState:
+    return DeliveredState(
+        state.raw_total,
+        state.billed_total,
+        state.last_value,
+        state.newest_window_end,
+        state.last_event_timestamp,
+    )
+
+
+def state_after_send(before: MeterState, batch: BatchRow) -> MeterState:
+    """The period's delivered state once ``batch`` is acknowledged."""
+    raw = Decimal(batch.raw_value)
+    newest = max(filter(None, (before.newest_window_end, batch.newest_window_end)))
+    if batch.semantics == Semantics.INCREMENT.value:
+        raw_total, billed, last = (
+            before.raw_total + raw,
+            before.billed_total + batch.quantity,
+            before.last_value,
+        )
+    else:
+        raw_total, billed, last = raw, batch.quantity, raw
+    return MeterState(
+        before.customer_id,
+        before.metric,
+        batch.period_start,
+        batch.period_end,
+        raw_total,
+        billed,
+        last,
+        newest,
+        batch.event_timestamp,
+        before.calls + 1,
+    )
+
+
+class Forwarder:
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        links: LinkStore,
+        sender: Sender,
+        catalogue: MetricCatalogue,
+        clock: Clock,
+        metrics: CollectorMetrics,
+        config: ForwarderConfig,
+        *,
+        rng: random.Random | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._links = links
+        self._sender = sender
+        self._catalogue = catalogue
+        self._clock = clock
+        self._metrics = metrics
+        self._config = config
+        self._rng = rng or random.Random()
+        self._owner = owner or f"forwarder-{uuid.uuid4().hex[:12]}"
+        self._limiter = RateLimiter(config.max_rps, clock)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Forward until ``stop`` is set; errors are logged and retried, never fatal."""
+        log.info(
+            "forwarder started",
+            mode=self._config.mode,
+            max_rps=self._config.max_rps,
+            owner=self._owner,
+        )
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+            except Exception as exc:
+                log.warning(
+                    "forwarder round failed", error=type(exc).__name__, detail=str(exc)[:300]
+                )
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._config.idle_sleep)
+        log.info("forwarder stopped", owner=self._owner)
+
+    async def step(self) -> int:
+        """One round: form what can be formed, send what is due. Returns how much work it did."""
+        formed = await self.form_batches()
+        sent = await self.deliver_due()
+        return formed + sent
+
+    async def drain(self, max_rounds: int = 10_000) -> None:
+        """Step until nothing is left to do now (tests and the demo use it)."""
+        for _ in range(max_rounds):
+            if not await self.step():
+                return
+
+    async def form_batches(self) -> int:
+        done = 0
+        for customer_id, metric in await self._outbox.groups_to_form(self._config.groups_per_round):
+            outcome = await self._outbox.form(
+                customer_id, metric, self._decide, max_members=self._config.max_members
+            )
+            if outcome is not None:
+                done += 1
+        return done
+
+    def _decide(
+        self,
+        pending: list[PendingForward],
+        periods: list[tuple[datetime, datetime]],
+        state_of: object,
+    ) -> Formation | None:
+        first = pending[0]
+        definition = self._catalogue.get(first.metric)
+        if definition is None:
+            log.error("forward for a metric not in the catalogue", metric=first.metric)
+            return None
+        period = period_of(event_time(first.window_end), periods)
+        group = [p for p in pending if period_of(event_time(p.window_end), periods) == period]
+        if not self._config.coalesce:
+            group = group[:1]
+        state: MeterState = state_of(period.start)  # type: ignore[operator]
+        if state.period_end == state.period_start:
+            state = MeterState(
+                state.customer_id,
+                state.metric,
+                period.start,
+                period.end,
+                Decimal(0),
+                0,
+                None,
+                None,
+                None,
+                0,
+            )
+        members = [Member(p.id, p.report_id, p.window_end, p.value) for p in group]
+        now = self._clock.now()
+        plan = plan_batch(definition, members, _delivered(state), period, now)
+        ids = tuple(m.forward_id for m in plan.members)
+        if len(ids) > 1:
+            self._metrics.coalesced.labels(first.metric).inc(len(ids) - 1)
+        if not plan.send:
+            self._metrics.coalesced.labels(first.metric).inc(1)
+            after = plan.after
+            return Formation(
+                settled_ids=ids,
+                settled_as="superseded" if plan.superseded else "sent",
+                state=MeterState(
+                    state.customer_id,
+                    state.metric,
+                    period.start,
+                    period.end,
+                    after.raw_total,
+                    after.billed_total,
+                    after.last_value,
+                    after.newest_window_end,
+                    after.last_event_timestamp,
+                    state.calls,
+                ),
+            )
+        return Formation(
+            batch=NewBatch(
+                customer_id=first.customer_id,
+                metric=first.metric,
+                semantics=definition.semantics.value,
+                mode=self._config.mode,
+                period_start=period.start,
+                period_end=period.end,
+                identifier=batch_identifier(
+                    self._config.mode, first.customer_id, first.metric, plan.members
+                ),
+                quantity=plan.quantity,
+                raw_value=plan.raw_value,
+                event_timestamp=plan.event_timestamp,
+                newest_window_end=plan.newest_window_end,
+                member_ids=ids,
+                created_at=now,
+            )
+        )
+
+    async def deliver_due(self) -> int:
+        per_call = self._sender.max_events
+        batches = await self._outbox.claim_due(
+            self._owner, self._clock.now(), self._config.lease, self._config.concurrency * per_call
+        )
+        if not batches:
+            return 0
+        ready: list[tuple[BatchRow, OutgoingEvent]] = []
+        for batch in batches:
+            event = await self._event_for(batch)
+            if event is not None:
+                ready.append((batch, event))
+        chunks = [ready[i : i + per_call] for i in range(0, len(ready), per_call)]
+        semaphore = asyncio.Semaphore(self._config.concurrency)
+
+        async def deliver(chunk: list[tuple[BatchRow, OutgoingEvent]]) -> None:
+            async with semaphore:
+                await self._limiter.acquire()
+                results = await self._sender.send([event for _, event in chunk])
+                for (batch, _), result in zip(chunk, results, strict=True):
+                    await self._settle(batch, result)
+
+        await asyncio.gather(*(deliver(chunk) for chunk in chunks))
+        return len(batches)
+
+    async def _event_for(self, batch: BatchRow) -> OutgoingEvent | None:
+        link = await self._links.get(batch.customer_id)
+        if link is None:
+            await self._outbox.reschedule(
+                batch,
+                self._owner,
+                self._clock.now() + self._config.unlinked_wait,
+                None,
+                f"customer {batch.customer_id!r} is not linked to a Stripe customer; link it with "
+                "`usage-collector customers link` or a subscription webhook",
+                count_attempt=False,
+            )
+            return None
+        definition = self._catalogue[batch.metric]
+        return OutgoingEvent(
+            identifier=batch.identifier,
+            customer_id=batch.customer_id,
+            stripe_customer_id=link.stripe_customer_id,
+            metric=batch.metric,
+            semantics=batch.semantics,
+            event_name=definition.meter_event_name,
+            lookup_key=definition.price_lookup_key,
+            quantity=batch.quantity,
+            timestamp=batch.event_timestamp,
+        )
+
+    async def _settle(self, batch: BatchRow, result: Delivered | Exception) -> None:
+        mode = self._config.mode
+        now = self._clock.now()
+        if isinstance(result, Delivered):
+            before = await self._outbox.state(batch.customer_id, batch.metric, batch.period_start)
+            if before is None:
+                before = MeterState(
+                    batch.customer_id,
+                    batch.metric,
+                    batch.period_start,
+                    batch.period_end,
+                    Decimal(0),
+                    0,
+                    None,
+                    None,
+                    None,
+                    0,
+                )
+            acknowledged = await self._outbox.acknowledge(
+                batch, self._owner, now, state_after_send(before, batch), result.status
+            )
+            outcome = "duplicate" if result.duplicate else "ok"
+            self._metrics.stripe_calls.labels(mode, outcome).inc()
+            if acknowledged:
+                self._metrics.forwarded.labels(batch.metric).inc(batch.members)
+                self._metrics.forward_lag.observe(
+                    max(0.0, (now - batch.created_at).total_seconds())
+                )
+            return
+        if isinstance(result, StripePermanent):
+            self._metrics.stripe_calls.labels(mode, "rejected").inc()
+            self._metrics.dead_letters.labels(batch.metric).inc()
+            log.error(
+                "batch dead-lettered",
+                batch=batch.id,
+                customer_id=batch.customer_id,
+                metric=batch.metric,
+                status=result.status,
+                error=result.detail,
+            )
+            await self._outbox.dead_letter(batch, self._owner, result.status, result.detail)
+            return
+        status = result.status if isinstance(result, StripeTransient) else None
+        retry_after = result.retry_after if isinstance(result, StripeTransient) else None
+        detail = (
+            result.detail if isinstance(result, StripeTransient) else f"{type(result).__name__}"
+        )
+        self._metrics.stripe_calls.labels(mode, "retry").inc()
+        delay = backoff_seconds(
+            batch.attempts,
+            self._config.backoff_base,
+            self._config.backoff_cap,
+            self._rng,
+            retry_after,
+        )
+        await self._outbox.reschedule(
+            batch, self._owner, now + timedelta(seconds=delay), status, detail
+        )
