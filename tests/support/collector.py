@@ -57,17 +57,17 @@ def run_collector(
         thread.join(timeout=30)
 
 
+async def count_rows_async(database_url: str, table: Any = ReportRow) -> int:
+    """Rows in ``table``, read over a connection of its own."""
+    engine = create_engine(CollectorSettings(database_url=database_url).async_database_url())
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(select(func.count()).select_from(table))
+            return int(result.scalar_one())
+    finally:
+        await engine.dispose()
+
+
 def count_rows(database_url: str, table: Any = ReportRow) -> int:
-    """Rows in ``table``, read over a separate connection (not the server's event loop)."""
-
-    async def count() -> int:
-        engine = create_engine(CollectorSettings(database_url=database_url).async_database_url())
-        try:
-            async with engine.connect() as conn:
-                return int(
-                    (await conn.execute(select(func.count()).select_from(table))).scalar_one()
-                )
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(count())
+    """Rows in ``table``, from synchronous test code (not the server's event loop)."""
+    return asyncio.run(count_rows_async(database_url, table))

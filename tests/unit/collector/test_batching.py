@@ -38,13 +38,20 @@ def truth(metric: str, values: list[Decimal]) -> int:
     return definition.to_billable(max(values))
 
 
-def simulate(metric: str, values: list[Decimal], arrival: list[int], cuts: set[int], coalesce: bool,
-             rounding: Rounding | None = None) -> list[tuple[datetime, int, int]]:
+def simulate(
+    metric: str,
+    values: list[Decimal],
+    arrival: list[int],
+    cuts: set[int],
+    coalesce: bool,
+    rounding: Rounding | None = None,
+) -> list[tuple[datetime, int, int]]:
     definition = CATALOGUE[metric]
     if rounding is not None:
         definition = definition.model_copy(update={"rounding": rounding})
     members = [
-        Member(i, uuid.uuid4(), START + timedelta(hours=i + 1), value) for i, value in enumerate(values)
+        Member(i, uuid.uuid4(), START + timedelta(hours=i + 1), value)
+        for i, value in enumerate(values)
     ]
     state = Delivered()
     pending: list[Member] = []
@@ -83,8 +90,11 @@ def scenario(draw: st.DrawFn, metric: str) -> tuple[list[Decimal], list[int], se
 
 
 @settings(max_examples=300)
-@given(st.sampled_from(["mqtt_messages", "devices", "storage_gb"]).flatmap(
-    lambda m: st.tuples(st.just(m), scenario(m))))
+@given(
+    st.sampled_from(["mqtt_messages", "devices", "storage_gb"]).flatmap(
+        lambda m: st.tuples(st.just(m), scenario(m))
+    )
+)
 def test_what_stripe_bills_equals_the_truth(case: tuple) -> None:
     metric, (values, arrival, cuts, coalesce) = case
     events = simulate(metric, values, arrival, cuts, coalesce)
@@ -94,13 +104,23 @@ def test_what_stripe_bills_equals_the_truth(case: tuple) -> None:
 
 @settings(max_examples=200)
 @given(st.lists(st.decimals(0, 100, places=3), min_size=1, max_size=40), st.data())
-def test_rounded_increments_carry_instead_of_drifting(values: list[Decimal], data: st.DataObject) -> None:
+def test_rounded_increments_carry_instead_of_drifting(
+    values: list[Decimal], data: st.DataObject
+) -> None:
     arrival = data.draw(st.permutations(range(len(values))))
     cuts = data.draw(st.sets(st.integers(0, len(values))))
-    events = simulate("mqtt_messages", values, list(arrival), cuts, data.draw(st.booleans()),
-                      rounding=Rounding.CEIL)
-    expected = CATALOGUE["mqtt_messages"].model_copy(update={"rounding": Rounding.CEIL}).to_billable(
-        sum(values, Decimal(0))
+    events = simulate(
+        "mqtt_messages",
+        values,
+        list(arrival),
+        cuts,
+        data.draw(st.booleans()),
+        rounding=Rounding.CEIL,
+    )
+    expected = (
+        CATALOGUE["mqtt_messages"]
+        .model_copy(update={"rounding": Rounding.CEIL})
+        .to_billable(sum(values, Decimal(0)))
     )
     assert sum(q for _, q, _ in events) == expected
 
