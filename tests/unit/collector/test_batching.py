@@ -21,7 +21,7 @@ NOW = PERIOD.end + timedelta(days=1)
 
 
 def stripe_bill(semantics: Semantics, events: list[tuple[datetime, int, int]]) -> int:
-    """A sum meter adds every event; a last meter keeps the newest timestamp (latest send on ties)."""
+    """A sum meter adds every event; a last meter keeps the newest timestamp (last sent on ties)."""
     if semantics is Semantics.INCREMENT:
         return sum(q for _, q, _ in events)
     if not events:
