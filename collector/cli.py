@@ -14,7 +14,11 @@ from pydantic import ValidationError
 from collector.adapters.db.engine import create_engine, redacted
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
+from collector.adapters.stripe.catalog import StripeCatalog
 from collector.api.app import create_app
+from collector.errors import CollectorError, StripeNotConfigured
+from collector.services.forwarding_setup import stripe_client
+from collector.services.stripe_setup import StripeSetup, Verification
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
 from common.clock import SystemClock
@@ -175,3 +179,63 @@ def stripe_sandbox(
     configure_logging("info", json=False)
     click.echo(f"Stripe sandbox on http://{host}:{port} (point COLLECTOR_STRIPE_API_BASE at it)")
     serve_sandbox(host, port, webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed)
+
+
+def _stripe_catalog(settings: CollectorSettings) -> StripeCatalog:
+    try:
+        return StripeCatalog(stripe_client(settings))
+    except StripeNotConfigured as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@stripe.command("setup")
+@click.option("--legacy", is_flag=True, help="Legacy metered prices (usage records), no meters.")
+@click.pass_context
+def stripe_setup(ctx: click.Context, legacy: bool) -> None:
+    """Create the product, meters and prices the catalogue needs; reuses what exists."""
+    settings = _settings(ctx)
+    setup = StripeSetup(_stripe_catalog(settings), settings.catalogue())
+    try:
+        result = asyncio.run(setup.apply(legacy=legacy))
+    except CollectorError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"product  {result.product_id}")
+    for event_name, meter_id in sorted(result.meters.items()):
+        click.echo(f"meter    {meter_id}  {event_name}")
+    for key, price_id in sorted(result.prices.items()):
+        click.echo(f"price    {price_id}  {key}")
+    for line in result.created:
+        click.echo(f"created  {line}")
+    for note in result.notes:
+        click.echo(f"note     {note}")
+    if not result.created:
+        click.echo("nothing to create: Stripe already matches the catalogue")
+
+
+@stripe.command("verify")
+@click.option("--legacy", is_flag=True, help="Check legacy metered prices instead of meters.")
+@click.pass_context
+def stripe_verify(ctx: click.Context, legacy: bool) -> None:
+    """Compare the catalogue and linked customers with Stripe; exit 1 when out of sync."""
+    settings = _settings(ctx)
+    setup = StripeSetup(_stripe_catalog(settings), settings.catalogue())
+
+    async def check() -> Verification:
+        engine = create_engine(settings.async_database_url())
+        try:
+            links = await LinkStore(engine).all()
+        finally:
+            await engine.dispose()
+        return await setup.verify(links, legacy=legacy)
+
+    try:
+        report = asyncio.run(check())
+    except CollectorError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"in_sync: {'true' if report.in_sync else 'false'}")
+    for issue in report.issues:
+        click.echo(f"issue: {issue}")
+    for recommendation in dict.fromkeys(report.recommendations):
+        click.echo(f"recommendation: {recommendation}")
+    if not report.in_sync:
+        ctx.exit(1)
