@@ -166,7 +166,8 @@ class StripeSetup:
         if not legacy:
             if meter is None:
                 report.issues.append(
-                    f"{definition.name}: no active meter with event_name {definition.meter_event_name!r}"
+                    f"{definition.name}: no active meter with event_name "
+                    f"{definition.meter_event_name!r}"
                 )
                 report.recommendations.append("run `usage-collector stripe setup`")
             else:
@@ -177,7 +178,8 @@ class StripeSetup:
                         f"{definition.semantics.value} needs {meter_formula(definition)!r}"
                     )
                     report.recommendations.append(
-                        f"create a meter with formula {meter_formula(definition)!r} and move the price to it"
+                        f"create a meter with formula {meter_formula(definition)!r} "
+                        "and move the price to it"
                     )
         if price is None:
             if key in DEFAULT_PRICES:
@@ -195,7 +197,8 @@ class StripeSetup:
             if recurring.get("aggregate_usage") != wanted:
                 report.issues.append(
                     f"{definition.name}: price {price['id']} aggregates with "
-                    f"{recurring.get('aggregate_usage')!r}, {definition.semantics.value} needs {wanted!r}"
+                    f"{recurring.get('aggregate_usage')!r}, "
+                    f"{definition.semantics.value} needs {wanted!r}"
                 )
         elif meter is not None and recurring.get("meter") != meter["id"]:
             report.issues.append(
@@ -213,7 +216,8 @@ class StripeSetup:
         ]
         if not subscriptions:
             report.issues.append(
-                f"customer {link.customer_id} ({link.stripe_customer_id}) has no active subscription"
+                f"customer {link.customer_id} ({link.stripe_customer_id}) "
+                "has no active subscription"
             )
             return
         subscription = max(subscriptions, key=lambda s: s.get("created") or 0)
@@ -223,7 +227,8 @@ class StripeSetup:
         }
         for key in sorted(set(prices) - item_keys):
             report.issues.append(
-                f"customer {link.customer_id}: subscription {subscription['id']} has no item for price {key!r}"
+                f"customer {link.customer_id}: subscription {subscription['id']} "
+                f"has no item for price {key!r}"
             )
             report.recommendations.append(
                 f"add price {prices[key]['id']} to subscription {subscription['id']}"

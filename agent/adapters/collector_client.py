@@ -1,0 +1,97 @@
+"""Sends a v1 usage report to the collector and turns its answer into a result or a typed error."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from agent.errors import CollectorConflict, CollectorRejected, CollectorUnavailable
+from common.clock import Clock, SystemClock
+from common.schema import UsageReport
+
+REPORT_PATH = "/api/usage/report"
+_RETRYABLE_4XX = {408, 429}
+_BODY_EXCERPT = 500
+
+
+class Delivery(enum.StrEnum):
+    """How the collector took an accepted report."""
+
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, given as seconds or as an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
+
+
+class CollectorClient:
+    """POSTs reports to ``{base_url}/api/usage/report`` with an optional bearer token."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        token: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + REPORT_PATH
+        self._clock = clock or SystemClock()
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    async def send(self, report: UsageReport) -> Delivery:
+        """Send one report: 201 (any 2xx) is created, 200 a duplicate; anything else raises."""
+        try:
+            response = await self._client.post(
+                self._url, content=report.to_json().encode(), headers=self._headers
+            )
+        except httpx.TimeoutException as exc:
+            raise CollectorUnavailable(f"timed out sending to {self._url}") from exc
+        except httpx.HTTPError as exc:
+            raise CollectorUnavailable(f"cannot reach the collector at {self._url}: {exc}") from exc
+        status = response.status_code
+        if status == 200:
+            return Delivery.DUPLICATE
+        if 200 < status < 300:
+            return Delivery.CREATED
+        excerpt = response.text[:_BODY_EXCERPT]
+        if status >= 500 or status in _RETRYABLE_4XX:
+            raise CollectorUnavailable(
+                f"collector answered HTTP {status}: {excerpt}",
+                status=status,
+                retry_after=parse_retry_after(
+                    response.headers.get("Retry-After"), self._clock.now()
+                ),
+            )
+        if status == 409:
+            raise CollectorConflict(
+                f"collector holds a different report {report.id}: {excerpt}",
+                status=status,
+                body=excerpt,
+            )
+        raise CollectorRejected(
+            f"collector rejected report {report.id} with HTTP {status}: {excerpt}",
+            status=status,
+            body=excerpt,
+        )

@@ -1,0 +1,104 @@
+"""``usage-agent``: the agent's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import structlog
+from pydantic import ValidationError
+
+from agent.cli.log_setup import configure_logging
+from agent.cli.wiring import build_runtime
+from agent.errors import ConfigurationError
+from agent.settings import AgentSettings, load_settings
+from common.clock import SystemClock
+
+log = structlog.get_logger("agent.cli")
+
+EXIT_NOT_ACCEPTED = 1
+EXIT_CONFIGURATION = 2
+
+
+def _install_stop_handlers(stop: Callable[[], object]) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Not every platform or thread can take signal handlers; the loop still stops on cancel.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop)
+
+
+async def _idle() -> None:
+    stopped = asyncio.Event()
+    _install_stop_handlers(stopped.set)
+    log.info("reporting_disabled", setting="AGENT_ENABLED / ENABLE_USAGE_REPORTING", idle=True)
+    await stopped.wait()
+
+
+async def _run(settings: AgentSettings, once: bool) -> int:
+    runtime = await build_runtime(settings, SystemClock())
+    try:
+        if once:
+            accepted = await runtime.loop.run_once(attempts=settings.send_attempts)
+            return 0 if accepted else EXIT_NOT_ACCEPTED
+        _install_stop_handlers(runtime.loop.stop)
+        log.info(
+            "agent_started",
+            interval_seconds=settings.interval.total_seconds(),
+            metrics=list(runtime.collector.metrics),
+        )
+        await runtime.loop.run()
+        log.info("agent_stopped")
+        return 0
+    finally:
+        await runtime.aclose()
+
+
+_SECRETS_DIR = click.option(
+    "--secrets-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Directory of secret files named like the settings (e.g. agent_collector_token).",
+)
+
+
+@click.group()
+@_SECRETS_DIR
+@click.pass_context
+def main(ctx: click.Context, secrets_dir: Path | None) -> None:
+    """Collects usage per window in a customer namespace and sends it to the collector."""
+    ctx.obj = {"secrets_dir": secrets_dir}
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Collect and send the last complete window, then exit.")
+@_SECRETS_DIR
+@click.pass_context
+def run(ctx: click.Context, once: bool, secrets_dir: Path | None) -> None:
+    """Report usage every interval (or once, with --once; exit 1 if it was not accepted)."""
+    try:
+        settings = load_settings(secrets_dir or (ctx.obj or {}).get("secrets_dir"))
+    except ValidationError as exc:
+        configure_logging("info")
+        log.error("invalid_settings", error=str(exc))
+        click.echo(f"usage-agent: invalid settings:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIGURATION)
+    configure_logging(settings.log_level)
+    if not settings.enabled:
+        if once:
+            log.info("reporting_disabled", setting="AGENT_ENABLED / ENABLE_USAGE_REPORTING")
+        else:
+            asyncio.run(_idle())
+        sys.exit(0)
+    try:
+        code = asyncio.run(_run(settings, once))
+    except ConfigurationError as exc:
+        log.error("configuration_error", error=str(exc))
+        click.echo(f"usage-agent: {exc}", err=True)
+        sys.exit(EXIT_CONFIGURATION)
+    sys.exit(code)

@@ -1,0 +1,5 @@
+"""``python -m agent.cli``: the same as the ``usage-agent`` console script."""
+
+from agent.cli import main
+
+main()

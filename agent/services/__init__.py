@@ -1,0 +1,1 @@
+"""Services: what a report contains, independent of where the numbers come from."""

@@ -1,0 +1,70 @@
+"""What the report builder needs from each source, as protocols, and what a measurement is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from agent.adapters.device_api import DeviceCounts
+from agent.adapters.metrics_scrape import Scrape
+from agent.adapters.prometheus import CounterWindow
+from agent.adapters.scrape_state import ScrapeBaselines
+from common.windows import Window
+
+
+class CounterWindowSource(Protocol):
+    """Raw counter samples in a window, with each series' baseline (Prometheus)."""
+
+    async def counter_window(self, selector: str, window: Window) -> CounterWindow: ...
+
+
+class PeakSource(Protocol):
+    """The peak of a one-series expression in a window (Prometheus)."""
+
+    async def peak(self, expression: str, window: Window) -> Decimal: ...
+
+
+class DeviceSource(Protocol):
+    """Device totals from the customer's device API."""
+
+    async def count(self) -> DeviceCounts: ...
+
+
+class ScrapeSource(Protocol):
+    """The current samples of a /metrics endpoint."""
+
+    async def scrape(self) -> Scrape: ...
+
+
+class BaselineStore(Protocol):
+    """Where scraped counter baselines survive a restart."""
+
+    def load(self) -> ScrapeBaselines | None: ...
+
+    def save(self, baselines: ScrapeBaselines) -> None: ...
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one provider measured for a window.
+
+    ``missing`` names metrics the provider could not measure this time; ``commit`` persists state
+    (e.g. new counter baselines) and must run only once the report is safely delivered.
+    """
+
+    metrics: dict[str, int | float] = field(default_factory=dict)
+    active_devices: int | None = None
+    total_devices: int | None = None
+    missing: tuple[str, ...] = ()
+    commit: Callable[[], None] | None = None
+
+
+class MetricProvider(Protocol):
+    """Measures some report metrics for a window; on failure all of ``metrics`` are missing."""
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+
+    async def measure(self, window: Window) -> Measurement: ...

@@ -1,0 +1,186 @@
+"""The agent's settings, read once at start-up from ``AGENT_*`` or seed variables or secret files.
+
+Durations accept ``15s``, ``30m``, ``1h``, ``1h30m`` or a bare number of milliseconds (the seed's
+``COLLECTION_INTERVAL=3600000`` form).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.windows import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _aliases(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class AgentSettings(BaseSettings):
+    """Every agent setting; see the module docstring for the duration format."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    enabled: bool = Field(
+        default=True,
+        validation_alias=_aliases("AGENT_ENABLED", "ENABLE_USAGE_REPORTING", "enabled"),
+        description="Whether reports are collected and sent (boolean).",
+    )
+    customer_id: str | None = Field(
+        default=None,
+        validation_alias=_aliases("AGENT_CUSTOMER_ID", "CUSTOMER_ID", "customer_id"),
+        description="Customer this instance bills to (identifier); required.",
+    )
+    instance_id: str | None = Field(
+        default=None,
+        validation_alias=_aliases("AGENT_INSTANCE_ID", "INSTANCE_ID", "instance_id"),
+        description="This customer instance (identifier); required.",
+    )
+    collector_url: str | None = Field(
+        default=None,
+        validation_alias=_aliases("AGENT_COLLECTOR_URL", "BILLING_API_URL", "collector_url"),
+        description="Base URL of the collector (URL); reports go to {url}/api/usage/report.",
+    )
+    collector_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the collector (secret); optional."
+    )
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM CA bundle that verifies the collector's certificate (path)."
+    )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Skip TLS verification of the collector (boolean; tests only)."
+    )
+    interval: Duration = Field(
+        default=timedelta(hours=1),
+        validation_alias=_aliases("AGENT_INTERVAL", "COLLECTION_INTERVAL", "interval"),
+        description="Report window length (duration; a bare number is milliseconds).",
+    )
+    prometheus_url: str | None = Field(default=None, description="Prometheus base URL (URL).")
+    mqtt_messages_query: str = Field(
+        default="mqtt_messages_received_total",
+        description="Selector of the raw MQTT message counter series (PromQL series selector).",
+    )
+    storage_bytes_query: str = Field(
+        default="sum(kubelet_volume_stats_used_bytes)",
+        description="PromQL expression giving used storage as one series (bytes).",
+    )
+    api_requests_query: str | None = Field(
+        default=None,
+        description="Selector of API request counter series (PromQL); empty = not collected.",
+    )
+    device_api_url: str | None = Field(default=None, description="Device list URL (URL).")
+    device_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the device API (secret); optional."
+    )
+    active_statuses: str = Field(
+        default="active,online",
+        description="Device statuses counted as active and billed (comma list, case-insensitive).",
+    )
+    device_page_limit: int = Field(
+        default=1000, ge=1, description="Most device API pages read per cycle (pages)."
+    )
+    metrics_url: str | None = Field(
+        default=None,
+        description="A /metrics endpoint scraped directly when there is no Prometheus (URL).",
+    )
+    state_dir: Path = Field(
+        default=Path("./agent-state"), description="Directory for the agent's state (path)."
+    )
+    query_offset: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Wait after a window's end before collecting it (duration).",
+    )
+    scrape_interval: Duration = Field(
+        default=timedelta(seconds=15),
+        description="Prometheus scrape interval, the step of the storage peak query (duration).",
+    )
+    baseline_lookback: Duration = Field(
+        default=timedelta(days=1),
+        description="How far before a window to look for a counter's baseline sample (duration).",
+    )
+    http_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Timeout of each HTTP request (duration)."
+    )
+    query_max_series: int = Field(
+        default=10_000, ge=1, description="Most series one Prometheus query may return (series)."
+    )
+    query_max_samples: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Most samples one Prometheus query may return (samples).",
+    )
+    send_attempts: int = Field(
+        default=5, ge=1, description="Send attempts per report for `run --once` (count)."
+    )
+    retry_initial: Duration = Field(
+        default=timedelta(seconds=1),
+        description="First retry delay after a send failure (duration).",
+    )
+    retry_max: Duration = Field(
+        default=timedelta(minutes=5), description="Longest delay between send retries (duration)."
+    )
+    metrics_port: int = Field(
+        default=9102, ge=1, le=65535, description="Port of the agent's own /metrics (TCP port)."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error (level).")
+
+    @field_validator(
+        "customer_id",
+        "instance_id",
+        "collector_url",
+        "collector_token",
+        "ca_bundle",
+        "prometheus_url",
+        "api_requests_query",
+        "device_api_url",
+        "device_api_token",
+        "metrics_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return _empty_to_none(value)
+
+    @field_validator("interval", "scrape_interval", "http_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be debug, info, warning or error")
+        return level
+
+    @property
+    def active_status_set(self) -> frozenset[str]:
+        """The active statuses, lower-cased."""
+        return frozenset(s.strip().lower() for s in self.active_statuses.split(",") if s.strip())
+
+
+def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> AgentSettings:
+    """Build the settings once: environment, then files in ``secrets_dir``, then ``overrides``."""
+    if secrets_dir is not None:
+        return AgentSettings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+    return AgentSettings(**overrides)

@@ -1,0 +1,1 @@
+"""The loopback demo: a simulated customer instance, the collector and one agent."""
