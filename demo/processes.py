@@ -44,7 +44,7 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self._logs / f"{name}.log").open("wb")
-        child = subprocess.Popen(  # noqa: S603 - our own console scripts
+        child = subprocess.Popen(
             [str(BIN / argv[0]), *argv[1:]],
             env={**os.environ, **env},
             stdout=log,

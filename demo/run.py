@@ -26,7 +26,7 @@ CUSTOMER = "cust_demo"
 
 def traffic(simulator: Simulator, stop: threading.Event, seed: int, reset_after: float) -> None:
     """Messages arrive at random; the broker restarts once, right after a scrape."""
-    rng = random.Random(seed)  # noqa: S311 - simulated traffic
+    rng = random.Random(seed)
     started = time.monotonic()
     reset_done = False
     while not stop.wait(0.2):

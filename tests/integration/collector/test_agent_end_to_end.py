@@ -53,6 +53,7 @@ async def test_agent_reports_reach_the_collector_once_and_bill_exactly(
 ) -> None:
     traffic = [120, 0, 3_456, 7, 1, 999, 42, 5]
     sent: list[int] = []
+    quiet_until: list[datetime] = []
     start = (datetime.now(UTC) - timedelta(hours=2)).replace(second=50, microsecond=0)
     with Simulator(devices=12, active=5, page_size=5) as simulator:
 
@@ -62,6 +63,10 @@ async def test_agent_reports_reach_the_collector_once_and_bill_exactly(
             if len(sent) < len(traffic):
                 simulator.add_messages(traffic[len(sent)])
                 sent.append(traffic[len(sent)])
+            elif not quiet_until:
+                quiet_until.append(clock.now() + timedelta(minutes=3))
+            elif clock.now() >= quiet_until[0]:
+                runtime.loop.stop()
 
         clock = WorldClock(start, next_traffic)
         settings = load_settings(
@@ -76,32 +81,27 @@ async def test_agent_reports_reach_the_collector_once_and_bill_exactly(
         )
         runtime = await build_runtime(settings, clock)
         simulator.add_messages(10_000)
-        run = asyncio.create_task(runtime.loop.run())
         try:
-            while len(sent) < len(traffic) and not run.done():
-                await asyncio.sleep(0.01)
-            simulator.add_messages(0)
-            deadline = clock.now() + timedelta(minutes=3)
-            while clock.now() < deadline and not run.done():
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(runtime.loop.run(), timeout=60)
         finally:
-            runtime.loop.stop()
-            await asyncio.wait_for(run, timeout=30)
             await runtime.aclose()
 
-    history = httpx.get(f"{collector.url}/api/usage/cust_e2e", params={"limit": 1000}).json()
+    async with httpx.AsyncClient(base_url=collector.url) as http:
+        history = (await http.get("/api/usage/cust_e2e", params={"limit": 1000})).json()
+        totals = (
+            await http.get(
+                "/api/usage/cust_e2e/totals",
+                params={
+                    "since": (start - timedelta(hours=1)).isoformat(),
+                    "until": datetime.now(UTC).isoformat(),
+                },
+            )
+        ).json()
     reports = history["reports"]
     billed = sum(r["metrics"].get("mqtt_messages", 0) for r in reports)
     assert billed == simulator.truth_since_first_scrape() == sum(traffic)
     assert all(r["metrics"]["devices"] == 5 for r in reports)
     assert len({r["window_end"] for r in reports}) == len(reports)
-    totals = httpx.get(
-        f"{collector.url}/api/usage/cust_e2e/totals",
-        params={
-            "since": (start - timedelta(hours=1)).isoformat(),
-            "until": datetime.now(UTC).isoformat(),
-        },
-    ).json()
     by_name = {t["name"]: Decimal(t["value"]) for t in totals["totals"]}
     assert by_name["mqtt_messages"] == sum(traffic)
     assert by_name["devices"] == 5
