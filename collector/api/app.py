@@ -16,7 +16,7 @@ from collector.adapters.db.engine import create_engine
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, enqueue
 from collector.adapters.db.reports import ReportStore
-from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.tables import StoredReport
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
 from collector.api.health import live, metrics, ready
@@ -71,7 +71,7 @@ def build_services(
     links = LinkStore(engine)
     active_clock = clock
 
-    async def write_forwards(conn: AsyncConnection, rows: Sequence[ReportRow]) -> None:
+    async def write_forwards(conn: AsyncConnection, rows: Sequence[StoredReport]) -> None:
         await enqueue(conn, rows, active_clock.now())
 
     store.writer.set_after_insert(write_forwards)

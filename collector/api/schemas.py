@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
-from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.tables import ReportRow, StoredReport
 
 
 class ErrorBody(BaseModel):
@@ -37,7 +37,7 @@ class ReportOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, row: ReportRow) -> ReportOut:
+    def of(cls, row: ReportRow | StoredReport) -> ReportOut:
         return cls(
             id=row.id,
             report_id=row.report_id,

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from collector.adapters.db.reports import ReportStore
-from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.tables import StoredReport
 from collector.errors import (
     Conflict,
     InvalidJson,
@@ -37,7 +37,7 @@ JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
 
 @dataclass(frozen=True)
 class IngestResult:
-    row: ReportRow
+    row: StoredReport
     created: bool
 
 
@@ -157,7 +157,7 @@ class IngestService:
         started = self._clock.monotonic()
         row = _to_row(report, legacy=legacy, received_at=self._clock.now())
         stored, created = await self._store.insert_once(row)
-        if not created and stored.fingerprint != row.fingerprint:
+        if not created and stored.fingerprint != row["fingerprint"]:
             self._metrics.reports.labels("conflict").inc()
             raise Conflict(
                 f"report {report.id} was already received with different content; "
@@ -175,8 +175,8 @@ class IngestService:
         self._metrics.reports.labels("rejected").inc()
 
 
-def _to_row(report: UsageReport, *, legacy: bool, received_at: datetime) -> ReportRow:
-    return ReportRow(
+def _to_row(report: UsageReport, *, legacy: bool, received_at: datetime) -> dict[str, Any]:
+    return dict(
         report_id=report.id,
         customer_id=report.customer_id,
         instance_id=report.instance_id,

@@ -22,7 +22,7 @@ from collector.adapters.db.tables import (
     BillingPeriodRow,
     ForwardRow,
     MeterStateRow,
-    ReportRow,
+    StoredReport,
 )
 from collector.errors import DatabaseUnavailable
 
@@ -109,7 +109,7 @@ def _to_state(row: Any) -> MeterState:
     )
 
 
-async def enqueue(conn: AsyncConnection, reports: Sequence[ReportRow], now: datetime) -> None:
+async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:
     """Write one forward per metric of each new report, in the report's own transaction."""
     rows = [
         {

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.tables import ReportRow, StoredReport
 from collector.adapters.db.writer import GroupCommitWriter
 from collector.errors import DatabaseUnavailable
 
@@ -46,9 +47,8 @@ class ReportStore:
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(f"database error ({type(exc).__name__})") from exc
 
-    async def insert_once(self, row: ReportRow) -> tuple[ReportRow, bool]:
-        """Insert ``row`` unless its ``report_id`` exists; return the stored row and if new."""
-        values = {c.key: getattr(row, c.key) for c in ReportRow.__table__.columns if c.key != "id"}
+    async def insert_once(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:
+        """Insert a report unless its ``report_id`` exists; return the stored one and if new."""
         return await self.writer.insert(values)
 
     async def close(self) -> None:

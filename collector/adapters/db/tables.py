@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,3 +211,25 @@ class WebhookEventRow(Base):
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(100), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """A report as stored, without ORM instrumentation: the ingest path builds thousands."""
+
+    id: int
+    report_id: uuid.UUID
+    customer_id: str
+    instance_id: str
+    window_start: datetime
+    window_end: datetime
+    schema_version: int
+    legacy: bool
+    metrics: dict[str, Any]
+    active_devices: int | None
+    total_devices: int | None
+    partial: bool
+    missing: list[str]
+    agent_version: str | None
+    fingerprint: str
+    created_at: datetime

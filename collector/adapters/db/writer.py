@@ -19,21 +19,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db.tables import ReportRow
+from collector.adapters.db.tables import ReportRow, StoredReport
 from collector.errors import DatabaseUnavailable
 
 REPORTS: Table = ReportRow.__table__  # type: ignore[assignment]
-AfterInsert = Callable[[AsyncConnection, Sequence[ReportRow]], Awaitable[None]]
+AfterInsert = Callable[[AsyncConnection, Sequence[StoredReport]], Awaitable[None]]
 
 
 @dataclass
 class _Pending:
     values: dict[str, Any]
-    future: asyncio.Future[tuple[ReportRow, bool]] = field(repr=False)
+    future: asyncio.Future[tuple[StoredReport, bool]] = field(repr=False)
 
 
-def _row(mapping: Any) -> ReportRow:
-    return ReportRow(**dict(mapping))
+def _row(mapping: Any) -> StoredReport:
+    return StoredReport(**dict(mapping))
 
 
 class GroupCommitWriter:
@@ -54,9 +54,11 @@ class GroupCommitWriter:
         """Run ``hook`` in each transaction with the newly inserted rows (the outbox uses it)."""
         self._after_insert = hook
 
-    async def insert(self, values: dict[str, Any]) -> tuple[ReportRow, bool]:
+    async def insert(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:
         queue = self._ensure_running()
-        future: asyncio.Future[tuple[ReportRow, bool]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[StoredReport, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
         queue.put_nowait(_Pending(values, future))
         return await asyncio.shield(future)
 
@@ -91,7 +93,7 @@ class GroupCommitWriter:
                 if not pending.future.done():
                     pending.future.set_result(result)
 
-    async def _write(self, batch: list[_Pending]) -> list[tuple[ReportRow, bool]]:
+    async def _write(self, batch: list[_Pending]) -> list[tuple[StoredReport, bool]]:
         first_by_id: dict[uuid.UUID, dict[str, Any]] = {}
         for pending in batch:
             first_by_id.setdefault(pending.values["report_id"], pending.values)
@@ -106,7 +108,7 @@ class GroupCommitWriter:
             created = {rid: _row({**first_by_id[rid], "id": pk}) for rid, pk in new_ids.items()}
             if created and self._after_insert is not None:
                 await self._after_insert(conn, list(created.values()))
-            existing: dict[uuid.UUID, ReportRow] = {}
+            existing: dict[uuid.UUID, StoredReport] = {}
             others = [rid for rid in first_by_id if rid not in new_ids]
             if others:
                 query = select(REPORTS).where(REPORTS.c.report_id.in_(others))
