@@ -1,0 +1,316 @@
+"""Builders for subscriptions, invoices, events and legacy usage records, shaped like Stripe's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def subscription(
+    object_id: str,
+    *,
+    created: int,
+    customer: str,
+    currency: str,
+    metadata: dict[str, str],
+    collection_method: str,
+    description: str | None,
+) -> dict[str, Any]:
+    """A new active subscription; ``items`` is filled in when rendered."""
+    return {
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"enabled": False, "liability": None, "disabled_reason": None},
+        "billing_cycle_anchor": created,
+        "billing_cycle_anchor_config": None,
+        "billing_mode": {"type": "classic"},
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": collection_method,
+        "created": created,
+        "currency": currency,
+        "customer": customer,
+        "days_until_due": None,
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": description,
+        "discounts": [],
+        "ended_at": None,
+        "id": object_id,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": None,
+        "latest_invoice": None,
+        "livemode": False,
+        "metadata": metadata,
+        "next_pending_invoice_item_invoice": None,
+        "object": "subscription",
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "schedule": None,
+        "start_date": created,
+        "status": "active",
+        "test_clock": None,
+        "transfer_data": None,
+        "trial_end": None,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None,
+    }
+
+
+def subscription_item(
+    object_id: str,
+    *,
+    created: int,
+    subscription_id: str,
+    price_id: str,
+    quantity: int | None,
+    metadata: dict[str, str],
+    period: tuple[int, int],
+) -> dict[str, Any]:
+    """A stored item: ``price``/``plan`` hold the price id and are expanded when rendered."""
+    return {
+        "billing_thresholds": None,
+        "created": created,
+        "current_period_end": period[1],
+        "current_period_start": period[0],
+        "discounts": [],
+        "id": object_id,
+        "metadata": metadata,
+        "object": "subscription_item",
+        "plan": price_id,
+        "price": price_id,
+        "quantity": quantity,
+        "subscription": subscription_id,
+        "tax_rates": [],
+    }
+
+
+def line_item(
+    object_id: str,
+    *,
+    invoice_id: str | None,
+    amount: int,
+    currency: str,
+    description: str,
+    period: tuple[int, int],
+    quantity: int,
+    price: dict[str, Any],
+    subscription_id: str,
+    item_id: str,
+    unit_amount_decimal: str | None,
+) -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "currency": currency,
+        "description": description,
+        "discount_amounts": [],
+        "discountable": True,
+        "discounts": [],
+        "id": object_id,
+        "invoice": invoice_id,
+        "livemode": False,
+        "metadata": {},
+        "object": "line_item",
+        "parent": {
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": None,
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": subscription_id,
+                "subscription_item": item_id,
+            },
+            "type": "subscription_item_details",
+        },
+        "period": {"end": period[1], "start": period[0]},
+        "pretax_credit_amounts": [],
+        "pricing": {
+            "price_details": {"price": price["id"], "product": price["product"]},
+            "type": "price_details",
+            "unit_amount_decimal": unit_amount_decimal,
+        },
+        "quantity": quantity,
+        "subscription": subscription_id,
+        "taxes": [],
+    }
+
+
+def invoice(
+    object_id: str | None,
+    *,
+    created: int,
+    customer: dict[str, Any],
+    subscription: dict[str, Any],
+    lines: list[dict[str, Any]],
+    period: tuple[int, int],
+    billing_reason: str,
+    status: str,
+) -> dict[str, Any]:
+    subtotal = sum(line["amount"] for line in lines)
+    url = f"/v1/invoices/{object_id}/lines" if object_id else "/v1/invoices/upcoming/lines"
+    return {
+        "account_country": "US",
+        "account_name": "Stripe Sandbox",
+        "account_tax_ids": None,
+        "amount_due": subtotal,
+        "amount_overpaid": 0,
+        "amount_paid": 0,
+        "amount_remaining": subtotal,
+        "amount_shipping": 0,
+        "application": None,
+        "attempt_count": 0,
+        "attempted": False,
+        "auto_advance": status == "draft",
+        "automatic_tax": {
+            "disabled_reason": None,
+            "enabled": False,
+            "liability": None,
+            "provider": None,
+            "status": None,
+        },
+        "automatically_finalizes_at": None,
+        "billing_reason": billing_reason,
+        "collection_method": subscription["collection_method"],
+        "created": created,
+        "currency": subscription["currency"],
+        "custom_fields": None,
+        "customer": customer["id"],
+        "customer_address": customer["address"],
+        "customer_email": customer["email"],
+        "customer_name": customer["name"],
+        "customer_phone": customer["phone"],
+        "customer_shipping": customer["shipping"],
+        "customer_tax_exempt": customer["tax_exempt"],
+        "customer_tax_ids": [],
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "due_date": None,
+        "effective_at": None,
+        "ending_balance": None,
+        "footer": None,
+        "from_invoice": None,
+        "hosted_invoice_url": None,
+        "id": object_id,
+        "invoice_pdf": None,
+        "issuer": {"type": "self"},
+        "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": {"object": "list", "data": lines, "has_more": False, "url": url},
+        "livemode": False,
+        "metadata": {},
+        "next_payment_attempt": None,
+        "number": None,
+        "object": "invoice",
+        "on_behalf_of": None,
+        "parent": {
+            "quote_details": None,
+            "subscription_details": {
+                "metadata": subscription["metadata"],
+                "subscription": subscription["id"],
+            },
+            "type": "subscription_details",
+        },
+        "payment_settings": {
+            "default_mandate": None,
+            "payment_method_options": None,
+            "payment_method_types": None,
+        },
+        "period_end": period[1],
+        "period_start": period[0],
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": None,
+        "rendering": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "starting_balance": 0,
+        "statement_descriptor": None,
+        "status": status,
+        "status_transitions": {
+            "finalized_at": None,
+            "marked_uncollectible_at": None,
+            "paid_at": None,
+            "voided_at": None,
+        },
+        "subscription": subscription["id"],
+        "subtotal": subtotal,
+        "subtotal_excluding_tax": subtotal,
+        "test_clock": None,
+        "total": subtotal,
+        "total_discount_amounts": [],
+        "total_excluding_tax": subtotal,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "webhooks_delivered_at": None,
+    }
+
+
+def event(
+    object_id: str,
+    *,
+    created: int,
+    event_type: str,
+    data_object: dict[str, Any],
+    previous_attributes: dict[str, Any] | None,
+    api_version: str,
+    request_id: str | None,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"object": data_object}
+    if previous_attributes is not None:
+        data["previous_attributes"] = previous_attributes
+    return {
+        "api_version": api_version,
+        "created": created,
+        "data": data,
+        "id": object_id,
+        "livemode": False,
+        "object": "event",
+        "pending_webhooks": 1,
+        "request": {"id": request_id, "idempotency_key": idempotency_key},
+        "type": event_type,
+    }
+
+
+def usage_record(object_id: str, *, quantity: int, item_id: str, timestamp: int) -> dict[str, Any]:
+    return {
+        "id": object_id,
+        "livemode": False,
+        "object": "usage_record",
+        "quantity": quantity,
+        "subscription_item": item_id,
+        "timestamp": timestamp,
+    }
+
+
+def usage_record_summary(
+    object_id: str,
+    *,
+    item_id: str,
+    invoice_id: str | None,
+    period: tuple[int, int | None],
+    total_usage: int,
+) -> dict[str, Any]:
+    return {
+        "id": object_id,
+        "invoice": invoice_id,
+        "livemode": False,
+        "object": "usage_record_summary",
+        "period": {"end": period[1], "start": period[0]},
+        "subscription_item": item_id,
+        "total_usage": total_usage,
+    }
