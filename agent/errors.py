@@ -54,3 +54,23 @@ class ConfigurationError(AgentError, PermanentError):
 
 class StateError(AgentError, PermanentError):
     """The agent's state file cannot be read or written."""
+
+
+class KubeApiError(AgentError, TransientError):
+    """The Kubernetes API could not answer now: network error, timeout or 5xx."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeConflict(AgentError, TransientError):
+    """Someone else changed the object first (HTTP 409); read it again and decide anew."""
+
+
+class KubeRefused(AgentError, PermanentError):
+    """The Kubernetes API refused the call for good: not found, forbidden or invalid."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

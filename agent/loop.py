@@ -1,90 +1,76 @@
-"""The agent's schedule: one report per interval-aligned window, sent with capped backoff.
+"""The agent's schedule: catch up on due windows into the spool, then drain the spool.
 
-Each window is collected once its end plus the query offset has passed (so Prometheus has the
-last scrape), then sent. Transient failures are retried with capped exponential backoff and
-jitter, honouring ``Retry-After``, until the next window is due; a permanent rejection is logged
-and not retried. Issue 4 puts a durable spool between collection and sending.
+Windows are aligned to the interval. A window is collected once its end plus the query offset
+plus a random jitter (up to ``AGENT_JITTER``) has passed, so thousands of clusters do not query
+and send in the same second. Each cycle first collects every due window since the watermark
+(see ``services.catchup``), then sends the spool oldest first (``services.delivery``); failed
+sends wake the loop again at their backoff time. With leader election only the Lease holder
+runs cycles, and the Lease is renewed by a task of its own so a long catch-up cannot lose it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
-from agent.adapters.collector_client import Delivery
-from agent.errors import StateError
-from agent.services.collect import CollectedReport
+from agent.services.backoff import RetryPolicy
+from agent.services.catchup import CatchUp, CatchUpResult, Schedule
+from agent.services.delivery import FlushResult, SpoolDelivery
+from agent.services.leader import LeaderElector
 from common.clock import Clock
-from common.errors import MeteringError, PermanentError
-from common.schema import UsageReport
-from common.windows import Window, last_complete_window
+from common.errors import MeteringError
+
+__all__ = ["AgentLoop", "RetryPolicy"]
 
 log = structlog.get_logger(__name__)
 
 
-class ReportSource(Protocol):
-    async def collect(self, window: Window) -> CollectedReport: ...
-
-
-class ReportSender(Protocol):
-    async def send(self, report: UsageReport) -> Delivery: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Capped exponential backoff with jitter: attempt n waits d/2..d, d = initial * 2^(n-1)."""
-
-    initial: float = 1.0
-    maximum: float = 300.0
-    multiplier: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
-        return rng.uniform(base / 2, base)
-
-
 class AgentLoop:
-    """Collects and sends windows on an injected clock until ``stop`` is called."""
+    """Runs cycles on an injected clock until ``stop`` is called."""
 
     def __init__(
         self,
         *,
-        source: ReportSource,
-        sender: ReportSender,
+        catchup: CatchUp,
+        delivery: SpoolDelivery,
         clock: Clock,
-        interval: timedelta,
-        query_offset: timedelta,
-        retry: RetryPolicy | None = None,
+        schedule: Schedule,
+        jitter: timedelta = timedelta(0),
         rng: random.Random | None = None,
+        elector: LeaderElector | None = None,
+        renew_period: timedelta = timedelta(seconds=5),
         startup: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
-        self._source = source
-        self._sender = sender
+        self.catchup = catchup
+        self.delivery = delivery
+        self.elector = elector
         self._clock = clock
-        self._interval = interval
-        self._offset = query_offset
-        self._retry = retry or RetryPolicy()
+        self._schedule = schedule
+        self._jitter = jitter
         self._rng = rng or random.Random()
+        self._renew = renew_period
         self._startup = tuple(startup)
         self._stop = asyncio.Event()
+        self._jitter_for: dict[datetime, timedelta] = {}
+        if elector is not None:
+            delivery.before_send = elector.publish_in_flight
 
     def stop(self) -> None:
-        """Ask the loop to finish: waits end at once, an in-flight send is not retried."""
+        """Finish the step in progress, then return; every report is already in the spool."""
         self._stop.set()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def due_window(self) -> Window:
-        """The newest window whose end plus the query offset has passed."""
-        return last_complete_window(self._clock.now() - self._offset, self._interval)
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader
 
     async def start(self) -> None:
         """Run start-up hooks (e.g. take scrape baselines); a failing hook is logged, not fatal."""
@@ -94,78 +80,95 @@ class AgentLoop:
             except MeteringError as exc:
                 log.warning("startup_step_failed", error=str(exc))
 
+    async def cycle(self) -> tuple[CatchUpResult | None, FlushResult | None]:
+        """Collect due windows into the spool, then send it; nothing when not the leader."""
+        if not self.leading:
+            return None, None
+        caught = await self.catchup.run(stopping=lambda: self.stopping)
+        if not self.leading:
+            return caught, FlushResult.NOT_LEADER
+        flushed = await self.delivery.flush(stopping=lambda: self.stopping)
+        return caught, flushed
+
     async def run_once(self, *, attempts: int) -> bool:
-        """Collect and send the last complete window; ``True`` if the collector accepted it."""
-        await self.start()
-        return await self._cycle(self.due_window(), attempts=attempts, deadline=None)
+        """Collect the last complete window (and any missed ones), send the spool, exit.
 
-    async def run(self) -> None:
-        """Send one report per window until stopped; the first is the window now in progress."""
+        ``True`` when everything spooled was accepted.
+        """
         await self.start()
-        window = self.due_window()
+        if self.elector is not None and not await self.elector.step():
+            log.info("not_leader", identity=self.elector.identity, action="nothing sent")
+            return True
+        self.catchup.ensure_watermark(backlog=1)
+        await self.catchup.run()
+        spool = self.delivery.spool
+        dead_before = spool.dead_count()
+        failures = 0
+        force = True
         while True:
-            window = Window(window.end, window.end + self._interval)
-            due = window.end + self._offset
-            if not await self._sleep_until(due):
-                return
-            try:
-                await self._cycle(window, attempts=None, deadline=due + self._interval)
-            except Exception:
-                # Months unattended: a bug in one cycle is logged and the next window still runs.
-                log.exception("cycle_failed", window=str(window))
-            if self.stopping:
-                return
-
-    async def _cycle(
-        self, window: Window, *, attempts: int | None, deadline: datetime | None
-    ) -> bool:
-        collected = await self._source.collect(window)
-        accepted = await self._deliver(collected.report, attempts=attempts, deadline=deadline)
-        if accepted:
-            try:
-                collected.commit()
-            except StateError as exc:
-                log.error("state_commit_failed", report_id=str(collected.report.id), error=str(exc))
+            result = await self.delivery.flush(force=force)
+            force = False
+            if result in (FlushResult.EMPTY, FlushResult.NOT_LEADER):
+                break
+            if result is FlushResult.FAILED:
+                failures += 1
+                if failures >= attempts:
+                    break
+            next_at = self.delivery.next_attempt_at()
+            if next_at is None or not await self._sleep_until(next_at):
+                break
+        accepted = spool.depth() == 0 and spool.dead_count() == dead_before
+        if not accepted:
+            log.error("reports_not_delivered", waiting=spool.depth(), attempts=failures)
         return accepted
 
-    async def _deliver(
-        self, report: UsageReport, *, attempts: int | None, deadline: datetime | None
-    ) -> bool:
-        attempt = 0
+    async def run(self) -> None:
+        """Report every window until stopped; on a first start, from the window in progress."""
+        await self.start()
+        self.catchup.ensure_watermark(backlog=0)
+        renewer = None
+        if self.elector is not None:
+            await self.elector.step()
+            renewer = asyncio.ensure_future(self._renew_lease(self.elector))
+        try:
+            while not self.stopping:
+                try:
+                    await self.cycle()
+                except Exception:
+                    # Months unattended: a bug in one cycle is logged and the next still runs.
+                    log.exception("cycle_failed")
+                if not await self._sleep_until(self._next_wake()):
+                    break
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            if self.elector is not None:
+                await self.elector.release()
+
+    def _next_wake(self) -> datetime:
+        now = self._clock.now()
+        next_end = self._schedule.due_end(now) + self._schedule.interval
+        if next_end not in self._jitter_for:
+            self._jitter_for = {next_end: self._sample_jitter()}
+        wake = next_end + self._schedule.query_offset + self._jitter_for[next_end]
+        retry = self.delivery.next_attempt_at()
+        if retry is not None and self.leading:
+            wake = min(wake, max(retry, now))
+        if self.elector is not None:
+            wake = min(wake, now + self._renew)
+        return wake
+
+    def _sample_jitter(self) -> timedelta:
+        if self._jitter <= timedelta(0):
+            return timedelta(0)
+        return timedelta(seconds=self._rng.uniform(0, self._jitter.total_seconds()))
+
+    async def _renew_lease(self, elector: LeaderElector) -> None:
         while True:
-            attempt += 1
-            try:
-                delivery = await self._sender.send(report)
-            except PermanentError as exc:
-                log.error("report_rejected", report_id=str(report.id), error=str(exc))
-                return False
-            except MeteringError as exc:
-                delay = max(
-                    self._retry.delay(attempt, self._rng), getattr(exc, "retry_after", 0) or 0
-                )
-                give_up = (attempts is not None and attempt >= attempts) or (
-                    deadline is not None and self._clock.now() + timedelta(seconds=delay) > deadline
-                )
-                log.warning(
-                    "report_send_failed",
-                    report_id=str(report.id),
-                    attempt=attempt,
-                    error=str(exc),
-                    retry_in=None if give_up else round(delay, 3),
-                )
-                if give_up or not await self._sleep(delay):
-                    log.error("report_not_delivered", report_id=str(report.id), attempts=attempt)
-                    return False
-                continue
-            log.info(
-                "report_sent",
-                report_id=str(report.id),
-                window_start=report.window_start.isoformat(),
-                window_end=report.window_end.isoformat(),
-                delivery=delivery.value,
-                partial=report.partial,
-            )
-            return True
+            await self._clock.sleep(self._renew.total_seconds())
+            await elector.step()
 
     async def _sleep_until(self, moment: datetime) -> bool:
         return await self._sleep((moment - self._clock.now()).total_seconds())
@@ -175,6 +178,7 @@ class AgentLoop:
         if self.stopping:
             return False
         if seconds <= 0:
+            await asyncio.sleep(0)
             return True
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         stopper = asyncio.ensure_future(self._stop.wait())

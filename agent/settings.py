@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.windows import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+MAX_CATCHUP_LIMIT = timedelta(days=35)
+CRASH_POINTS = ("after_spool", "after_send")
 
 
 def _aliases(*names: str) -> AliasChoices:
@@ -103,9 +105,86 @@ class AgentSettings(BaseSettings):
     state_dir: Path = Field(
         default=Path("./agent-state"), description="Directory for the agent's state (path)."
     )
-    query_offset: Duration = Field(
-        default=timedelta(seconds=30),
-        description="Wait after a window's end before collecting it (duration).",
+    query_offset: Duration | None = Field(
+        default=None,
+        description=(
+            "Wait after a window's end before collecting it, so the last scrape is in "
+            "(duration); empty = one scrape interval."
+        ),
+    )
+    jitter: Duration | None = Field(
+        default=None,
+        description=(
+            "Largest random delay added to each window's collection and send time (duration); "
+            "empty = 10% of the interval."
+        ),
+    )
+    max_catchup: Duration = Field(
+        default=timedelta(days=7),
+        description=(
+            "How far back missed windows are collected after downtime (duration, at most 35d, "
+            "Stripe's limit for past usage)."
+        ),
+    )
+    partial_after: Duration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "How long after its end a window whose sources keep failing is retried before it is "
+            "sent partial (duration)."
+        ),
+    )
+    spool_max_reports: int = Field(
+        default=1000,
+        ge=2,
+        description=(
+            "Reports waiting in the spool before the oldest are compacted into one (count)."
+        ),
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="Elect one reporting agent through a coordination.k8s.io Lease (boolean).",
+    )
+    lease_name: str = Field(
+        default="usage-agent", description="Name of the Lease in the agent's namespace (name)."
+    )
+    lease_duration: Duration = Field(
+        default=timedelta(seconds=15),
+        description="How long a leader's Lease holds without renewal (duration).",
+    )
+    lease_renew: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How often the leader renews and followers check the Lease (duration).",
+    )
+    pod_name: str | None = Field(
+        default=None,
+        validation_alias=_aliases("AGENT_POD_NAME", "HOSTNAME", "pod_name"),
+        description="This agent's identity as Lease holder (name; downward API metadata.name).",
+    )
+    namespace: str | None = Field(
+        default=None,
+        description="The agent's namespace (name; downward API); empty = the service account's.",
+    )
+    namespace_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+        description="File naming the pod's namespace when AGENT_NAMESPACE is empty (path).",
+    )
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig used outside a cluster (path); empty = in-cluster config.",
+    )
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=8),
+        description=(
+            "Longest wait on SIGTERM for the in-flight step before exiting (duration, < 10s); "
+            "a cut-short report stays in the spool."
+        ),
+    )
+    test_crash_at: str | None = Field(
+        default=None,
+        description=(
+            "TEST ONLY: kill the process with SIGKILL at a crash point, 'after_spool' or "
+            "'after_send' (name); never set in production."
+        ),
     )
     scrape_interval: Duration = Field(
         default=timedelta(seconds=15),
@@ -136,8 +215,15 @@ class AgentSettings(BaseSettings):
     retry_max: Duration = Field(
         default=timedelta(minutes=5), description="Longest delay between send retries (duration)."
     )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - the pod's probes and Prometheus reach it from outside
+        description="Address /metrics and /healthz listen on (IP address).",
+    )
     metrics_port: int = Field(
-        default=9102, ge=1, le=65535, description="Port of the agent's own /metrics (TCP port)."
+        default=9102,
+        ge=0,
+        le=65535,
+        description="Port of the agent's own /metrics and /healthz (TCP port; 0 = any free port).",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error (level).")
 
@@ -152,17 +238,44 @@ class AgentSettings(BaseSettings):
         "device_api_url",
         "device_api_token",
         "metrics_url",
+        "query_offset",
+        "jitter",
+        "pod_name",
+        "namespace",
+        "kubeconfig",
+        "test_crash_at",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return _empty_to_none(value)
 
-    @field_validator("interval", "scrape_interval", "http_timeout")
+    @field_validator(
+        "interval",
+        "scrape_interval",
+        "http_timeout",
+        "lease_duration",
+        "lease_renew",
+        "shutdown_grace",
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("max_catchup")
+    @classmethod
+    def _catchup_within_stripe_limit(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0) or value > MAX_CATCHUP_LIMIT:
+            raise ValueError("must be between 0 and 35d (Stripe accepts usage up to 35 days old)")
+        return value
+
+    @field_validator("test_crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        if value is not None and value not in CRASH_POINTS:
+            raise ValueError(f"must be one of {', '.join(CRASH_POINTS)}")
         return value
 
     @field_validator("log_level")
@@ -172,6 +285,16 @@ class AgentSettings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be debug, info, warning or error")
         return level
+
+    @property
+    def effective_query_offset(self) -> timedelta:
+        """The query offset, one scrape interval unless set."""
+        return self.scrape_interval if self.query_offset is None else self.query_offset
+
+    @property
+    def effective_jitter(self) -> timedelta:
+        """The largest send jitter, 10% of the interval unless set."""
+        return self.interval / 10 if self.jitter is None else self.jitter
 
     @property
     def active_status_set(self) -> frozenset[str]:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ from collector.adapters.db.tables import ReportRow
 from tests.support.postgres import create_database, run_postgres
 
 CONNECTIONS = 32
+BIN = Path(sys.executable).parent
 
 
 def rows_for(database_url: str, run: str) -> tuple[int, int]:
@@ -53,7 +57,28 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         yield create_database(server, "bench")
 
 
-def measure(url: str, run: str, seconds: int, workdir: Path, delay_ms: int = 0) -> WrkResult:
+def ingest_token(database_url: str | None, run: str) -> str | None:
+    """An ingest token for the run's customer (wrk's one thread is `bench-{run}-1`)."""
+    if database_url is None:
+        return None
+    completed = subprocess.run(
+        [str(BIN / "usage-collector"), "tokens", "create", "--customer", f"bench-{run}-1"],
+        env={**os.environ, "COLLECTOR_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def measure(
+    url: str,
+    run: str,
+    seconds: int,
+    workdir: Path,
+    delay_ms: int = 0,
+    database_url: str | None = None,
+) -> WrkResult:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     return run_wrk(
         f"{url}/api/usage/report",
@@ -63,6 +88,7 @@ def measure(url: str, run: str, seconds: int, workdir: Path, delay_ms: int = 0) 
         connections=CONNECTIONS,
         workdir=workdir,
         delay_ms=delay_ms,
+        token=ingest_token(database_url, run),
     )
 
 
@@ -80,7 +106,8 @@ def main() -> None:
         "",
         f"{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, 2 cores, one uvicorn worker; wrk "
         f"-t1 -c{CONNECTIONS} -d{args.seconds}s on the same machine; every request is a unique "
-        "v1 report. Half load paces each connection with wrk's `delay()`.",
+        "v1 report. Half load paces each connection with wrk's `delay()`. Authentication is on: "
+        "every request carries an ingest token (rate limit lifted for the run).",
         "",
         "| target | reports/s | p50 ms | p99 ms | vs no-op | p99 ms at half load | rows ok |",
         "|---|---|---|---|---|---|---|",
@@ -95,13 +122,14 @@ def main() -> None:
         )
         for kind in ("sqlite", "postgresql"):
             with database(kind, workdir) as db_url, collector_server(db_url) as url:
-                full = measure(url, f"{kind}-full", args.seconds, workdir)
+                full = measure(url, f"{kind}-full", args.seconds, workdir, database_url=db_url)
                 half = measure(
                     url,
                     f"{kind}-half",
                     args.seconds,
                     workdir,
                     delay_ms=half_load_delay_ms(full.rps),
+                    database_url=db_url,
                 )
                 checks = []
                 for run, result in ((f"{kind}-full", full), (f"{kind}-half", half)):

@@ -67,6 +67,13 @@ def noop_server() -> Iterator[str]:
 def collector_server(database_url: str) -> Iterator[str]:
     port = free_port()
     argv = [str(BIN / "usage-collector"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    env = {"COLLECTOR_DATABASE_URL": database_url, "COLLECTOR_LOG_LEVEL": "warning"}
+    # Authentication stays on (the bench sends an ingest token); the rate limit is lifted so
+    # the figures measure ingest, not the limiter.
+    env = {
+        "COLLECTOR_DATABASE_URL": database_url,
+        "COLLECTOR_LOG_LEVEL": "warning",
+        "COLLECTOR_RATE_LIMIT_RPS": "1000000",
+        "COLLECTOR_RATE_LIMIT_BURST": "1000000",
+    }
     with process(argv, f"http://127.0.0.1:{port}/health/ready", env):
         yield f"http://127.0.0.1:{port}"

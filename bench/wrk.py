@@ -30,7 +30,8 @@ function request()
     '","window_start":"%(start)s","window_end":"%(end)s",' ..
     '"metrics":{"devices":3,"mqtt_messages":1000,"storage_gb":1.5},' ..
     '"active_devices":3,"total_devices":5,"agent_version":"bench"}'
-  return wrk.format("POST", "/api/usage/report", {["Content-Type"]="application/json"}, body)
+  return wrk.format("POST", "/api/usage/report",
+    {["Content-Type"]="application/json"%(auth)s}, body)
 end
 """
 
@@ -78,7 +79,9 @@ def run_wrk(
     connections: int,
     workdir: Path,
     delay_ms: int = 0,
+    token: str | None = None,
 ) -> WrkResult:
+    """Drive ``url``; with ``token`` every request carries it as a bearer credential."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is not installed: run `make bench`, which installs it")
@@ -90,6 +93,7 @@ def run_wrk(
             "start": window[0].isoformat(),
             "end": window[1].isoformat(),
             "delay_ms": delay_ms,
+            "auth": f', ["Authorization"]="Bearer {token}"' if token else "",
         }
     )
     completed = subprocess.run(

@@ -15,10 +15,13 @@ from collector.adapters.db.engine import create_engine, redacted
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
 from collector.adapters.stripe.catalog import StripeCatalog
+from collector.adapters.stripe.client import StripeConnection
 from collector.api.app import create_app
+from collector.credentials_cli import keys, tokens
 from collector.errors import CollectorError, StripeNotConfigured
-from collector.services.forwarding_setup import stripe_client
-from collector.services.stripe_setup import StripeSetup, Verification
+from collector.secrets import register_settings_secrets
+from collector.services.forwarding_setup import stripe_connection
+from collector.services.stripe_setup import SetupResult, StripeSetup, Verification
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
 from common.clock import SystemClock
@@ -32,6 +35,7 @@ def _settings(ctx: click.Context, **overrides: Any) -> CollectorSettings:
         settings = load_settings(ctx.obj.get("secrets_dir"), **overrides)
     except ValidationError as exc:
         raise click.ClickException(f"invalid collector settings:\n{exc}") from exc
+    register_settings_secrets(settings)
     configure_logging(settings.log_level, json=settings.log_json)
     return settings
 
@@ -49,6 +53,10 @@ def main(ctx: click.Context, secrets_dir: Path | None) -> None:
     """Usage collector: stores usage reports and forwards them to Stripe."""
     ctx.ensure_object(dict)
     ctx.obj["secrets_dir"] = secrets_dir
+
+
+main.add_command(tokens)
+main.add_command(keys)
 
 
 @main.command()
@@ -181,9 +189,9 @@ def stripe_sandbox(
     serve_sandbox(host, port, webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed)
 
 
-def _stripe_catalog(settings: CollectorSettings) -> StripeCatalog:
+def _stripe_connection(settings: CollectorSettings) -> StripeConnection:
     try:
-        return StripeCatalog(stripe_client(settings))
+        return stripe_connection(settings)
     except StripeNotConfigured as exc:
         raise click.ClickException(exc.detail) from exc
 
@@ -194,9 +202,17 @@ def _stripe_catalog(settings: CollectorSettings) -> StripeCatalog:
 def stripe_setup(ctx: click.Context, legacy: bool) -> None:
     """Create the product, meters and prices the catalogue needs; reuses what exists."""
     settings = _settings(ctx)
-    setup = StripeSetup(_stripe_catalog(settings), settings.catalogue())
+    connection = _stripe_connection(settings)
+
+    async def apply() -> SetupResult:
+        try:
+            setup = StripeSetup(StripeCatalog(connection.client), settings.catalogue())
+            return await setup.apply(legacy=legacy)
+        finally:
+            await connection.aclose()
+
     try:
-        result = asyncio.run(setup.apply(legacy=legacy))
+        result = asyncio.run(apply())
     except CollectorError as exc:
         raise click.ClickException(exc.detail) from exc
     click.echo(f"product  {result.product_id}")
@@ -218,7 +234,7 @@ def stripe_setup(ctx: click.Context, legacy: bool) -> None:
 def stripe_verify(ctx: click.Context, legacy: bool) -> None:
     """Compare the catalogue and linked customers with Stripe; exit 1 when out of sync."""
     settings = _settings(ctx)
-    setup = StripeSetup(_stripe_catalog(settings), settings.catalogue())
+    connection = _stripe_connection(settings)
 
     async def check() -> Verification:
         engine = create_engine(settings.async_database_url())
@@ -226,7 +242,11 @@ def stripe_verify(ctx: click.Context, legacy: bool) -> None:
             links = await LinkStore(engine).all()
         finally:
             await engine.dispose()
-        return await setup.verify(links, legacy=legacy)
+        try:
+            setup = StripeSetup(StripeCatalog(connection.client), settings.catalogue())
+            return await setup.verify(links, legacy=legacy)
+        finally:
+            await connection.aclose()
 
     try:
         report = asyncio.run(check())

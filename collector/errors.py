@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from common.errors import MeteringError, PermanentError, TransientError
@@ -17,6 +18,10 @@ class CollectorError(MeteringError):
         super().__init__(detail)
         self.detail = detail
         self.field = field
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers the error response carries (Retry-After, WWW-Authenticate)."""
+        return {}
 
 
 class BadRequest(CollectorError, PermanentError):
@@ -109,3 +114,41 @@ class CustomerNotLinked(CollectorError, TransientError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         CollectorError.__init__(self, detail, field=field)
         self.retry_after = None
+
+
+class Unauthorized(CollectorError, PermanentError):
+    """No credential, or one the collector does not know or has revoked."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def response_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="usage-collector"'}
+
+
+class Forbidden(CollectorError, PermanentError):
+    """A known credential asked for something its role or customer does not allow."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(CollectorError, TransientError):
+    """A credential sent more requests than its rate limit allows."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        CollectorError.__init__(self, detail)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1.0)))}
+
+
+class RequestTimeout(CollectorError, PermanentError):
+    """The client did not finish sending its body in time (a slow or stalled client)."""
+
+    status_code = 408
+    code = "request_timeout"

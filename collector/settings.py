@@ -87,6 +87,33 @@ class CollectorSettings(BaseSettings):
     forwarder_idle_sleep: float = Field(
         default=1.0, gt=0, description="Pause when there is nothing to forward (seconds)."
     )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Serve every endpoint without credentials (boolean; local demos only: "
+        "logged as a warning at every start).",
+    )
+    auth_cache_ttl: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a checked credential is remembered (seconds); a revocation made "
+        "by another process takes effect within this time, one made through the API at once.",
+    )
+    auth_last_used_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="Least time between two writes of one credential's last_used_at (seconds).",
+    )
+    rate_limit_rps: float = Field(
+        default=20.0, gt=0, description="Sustained requests per credential (requests/s)."
+    )
+    rate_limit_burst: int = Field(
+        default=40, ge=1, description="Requests one credential may send at once (requests)."
+    )
+    body_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest time a client may take to send its request body (seconds).",
+    )
 
     @field_validator("extra_metrics")
     @classmethod

@@ -64,3 +64,9 @@ class CollectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
             registry=registry,
         )
+        self.webhooks = Counter(
+            "usage_collector_stripe_webhooks_total",
+            "Stripe webhook deliveries by event type and result (processed, duplicate).",
+            ["type", "result"],
+            registry=registry,
+        )

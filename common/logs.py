@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
+
+from common.redaction import redact_event
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -25,10 +27,22 @@ def level_number(level: str) -> int:
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(_LEVELS)}") from None
 
 
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    """Uncaught exceptions go through the (redacting) log handler, not straight to stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("uncaught").critical("uncaught exception", exc_info=(kind, error, trace))
+
+
 def configure_logging(
     level: str = "info", *, json: bool = True, stream: TextIO | None = None
 ) -> None:
-    """Route structlog and the stdlib logging through one renderer writing to ``stream``."""
+    """Route structlog and the stdlib logging through one renderer writing to ``stream``.
+
+    Every line passes through :func:`common.redaction.redact_event` after any traceback is
+    rendered, so secrets never reach the stream, not even inside an exception's text.
+    """
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -44,12 +58,14 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact_event,
                 renderer,
             ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    sys.excepthook = _log_uncaught
     root.setLevel(level_number(level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -56,6 +56,17 @@ def check_metric_value(name: str, value: float | int) -> float | int:
     return value
 
 
+def check_metric_types(metrics: Any) -> Any:
+    """Metric values must be JSON numbers: no strings, booleans or nulls coerced into numbers."""
+    if isinstance(metrics, dict):
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+                raise ValueError(
+                    f"metric {name!r} must be a number, got {type(value).__name__}: {value!r}"[:200]
+                )
+    return metrics
+
+
 def _utc(value: datetime) -> datetime:
     return as_utc(value)
 
@@ -93,6 +104,11 @@ class UsageReport(BaseModel):
     partial: bool = False
     missing: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
     agent_version: str | None = Field(default=None, max_length=64)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _check_metric_types(cls, metrics: Any) -> Any:
+        return check_metric_types(metrics)
 
     @field_validator("metrics")
     @classmethod
@@ -158,6 +174,11 @@ class LegacyUsageReport(BaseModel):
     active_devices: int | None = Field(default=None, ge=0)
     total_devices: int | None = Field(default=None, ge=0)
     metrics: dict[str, float | int] = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _check_metric_types(cls, metrics: Any) -> Any:
+        return check_metric_types(metrics)
 
     @field_validator("metrics")
     @classmethod

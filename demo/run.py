@@ -8,7 +8,9 @@ the collector's totals are printed beside the truth, and the demo exits 0 only i
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from demo.processes import Processes, free_port, wait_until_ready
+from demo.processes import BIN, Processes, free_port, wait_until_ready
 from demo.simulator import Simulator
 
 CUSTOMER = "cust_demo"
@@ -39,13 +41,25 @@ def traffic(simulator: Simulator, stop: threading.Event, seed: int, reset_after:
             reset_done = True
 
 
-def collector_totals(url: str) -> dict[str, Decimal]:
-    body = httpx.get(f"{url}/api/usage/{CUSTOMER}/totals", timeout=10).json()
+def create_secret(env: dict[str, str], *argv: str) -> str:
+    """Run `usage-collector ARGV` (tokens/keys create) and return the secret it prints once."""
+    completed = subprocess.run(
+        [str(BIN / "usage-collector"), *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def collector_totals(url: str, viewer: dict[str, str]) -> dict[str, Decimal]:
+    body = httpx.get(f"{url}/api/usage/{CUSTOMER}/totals", headers=viewer, timeout=10).json()
     return {t["name"]: Decimal(t["value"]) for t in body["totals"]}
 
 
 def wait_for_report_after(
-    url: str, scrapes_seen: int, simulator: Simulator, timeout: float
+    url: str, scrapes_seen: int, simulator: Simulator, timeout: float, viewer: dict[str, str]
 ) -> None:
     """Wait until the agent has scraped again and the collector holds that window's report."""
     deadline = time.monotonic() + timeout
@@ -54,7 +68,7 @@ def wait_for_report_after(
     target = simulator.scrapes
     while time.monotonic() < deadline:
         history = httpx.get(
-            f"{url}/api/usage/{CUSTOMER}", params={"limit": 1000}, timeout=10
+            f"{url}/api/usage/{CUSTOMER}", params={"limit": 1000}, headers=viewer, timeout=10
         ).json()
         if len(history["reports"]) >= target - 1:
             return
@@ -84,16 +98,22 @@ def main() -> int:
     try:
         collector_port = free_port()
         collector_url = f"http://127.0.0.1:{collector_port}"
+        collector_env = {
+            "COLLECTOR_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'usage.db'}",
+            "COLLECTOR_STRIPE_MODE": "off",
+            "COLLECTOR_LOG_JSON": "true",
+        }
         collector = processes.start(
             "collector",
             ["usage-collector", "serve", "--port", str(collector_port)],
-            {
-                "COLLECTOR_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'usage.db'}",
-                "COLLECTOR_STRIPE_MODE": "off",
-                "COLLECTOR_LOG_JSON": "true",
-            },
+            collector_env,
         )
         wait_until_ready(f"{collector_url}/health/ready", collector)
+        # Authentication stays on: the agent gets an ingest token, the demo a viewer key.
+        token = create_secret(collector_env, "tokens", "create", "--customer", CUSTOMER)
+        viewer_key = create_secret(collector_env, "keys", "create", "--role", "viewer")
+        viewer = {"authorization": f"Bearer {viewer_key}"}
+        print("demo: created an ingest token for the agent and a viewer key for the checks")
         print(f"demo: collector ready at {collector_url}")
         with Simulator(devices=25, active=18, page_size=10) as simulator:
             agent = processes.start(
@@ -108,6 +128,7 @@ def main() -> int:
                     "AGENT_METRICS_URL": f"{simulator.url}/metrics",
                     "AGENT_DEVICE_API_URL": f"{simulator.url}/api/devices",
                     "AGENT_STATE_DIR": str(workdir / "agent-state"),
+                    "AGENT_COLLECTOR_TOKEN": token,
                 },
             )
             print(f"demo: agent reporting every {args.interval}s for {args.windows} windows")
@@ -125,10 +146,10 @@ def main() -> int:
             stop_traffic.set()
             thread.join()
             wait_for_report_after(
-                collector_url, simulator.scrapes, simulator, 4 * args.interval + 10
+                collector_url, simulator.scrapes, simulator, 4 * args.interval + 10, viewer
             )
             processes.stop(agent)
-            totals = collector_totals(collector_url)
+            totals = collector_totals(collector_url, viewer)
             truth = {
                 "mqtt_messages": Decimal(simulator.truth_since_first_scrape()),
                 "devices": Decimal(simulator.active_devices),

@@ -1,7 +1,8 @@
-"""The scraped counters' baselines, kept in a small JSON file in the agent's state directory.
+"""The scraped counters' baselines, kept in the agent's SQLite state file.
 
-Issue 4 moves the agent's state to SQLite; this module is the seam: anything with ``load`` and
-``save`` of ``ScrapeBaselines`` can replace it.
+They live next to the spool and the watermark so one transaction commits a report together with
+the baselines it was measured against. Older agents kept them in ``scrape-baselines.json``;
+``migrate_json_baselines`` moves that file into the database once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.adapters.series import SeriesKey
+from agent.adapters.state_db import SCRAPE_BASELINES, StateDb
 from agent.errors import StateError
 
 FILE_NAME = "scrape-baselines.json"
@@ -100,3 +102,46 @@ class JsonBaselineStore:
             os.replace(tmp, self.path)
         except OSError as exc:
             raise StateError(f"cannot write {self.path}: {exc}") from exc
+
+
+def encode_baselines(baselines: ScrapeBaselines) -> str:
+    """The baselines as compact JSON text."""
+    return json.dumps(_encode(baselines), separators=(",", ":"))
+
+
+def decode_baselines(text: str) -> ScrapeBaselines:
+    """Baselines from ``encode_baselines`` text; a bad document is a ``StateError``."""
+    try:
+        return _decode(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as exc:
+        raise StateError(f"stored scrape baselines are corrupt: {exc}") from exc
+
+
+class SqliteBaselineStore:
+    """Scrape baselines in the state file's ``meta`` table; ``save`` joins an open transaction."""
+
+    def __init__(self, db: StateDb) -> None:
+        self._db = db
+
+    def load(self) -> ScrapeBaselines | None:
+        text = self._db.get(SCRAPE_BASELINES)
+        return None if text is None else decode_baselines(text)
+
+    def save(self, baselines: ScrapeBaselines) -> None:
+        self._db.put(SCRAPE_BASELINES, encode_baselines(baselines))
+
+
+def migrate_json_baselines(state_dir: Path, db: StateDb) -> bool:
+    """Move ``scrape-baselines.json`` into the database once; ``True`` if something moved."""
+    legacy = JsonBaselineStore(state_dir)
+    if not legacy.path.exists():
+        return False
+    if db.get(SCRAPE_BASELINES) is None:
+        baselines = legacy.load()
+        if baselines is not None:
+            SqliteBaselineStore(db).save(baselines)
+    try:
+        os.replace(legacy.path, legacy.path.with_suffix(".json.migrated"))
+    except OSError as exc:
+        raise StateError(f"cannot retire {legacy.path}: {exc}") from exc
+    return True

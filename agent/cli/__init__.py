@@ -13,11 +13,13 @@ import click
 import structlog
 from pydantic import ValidationError
 
-from agent.cli.log_setup import configure_logging
+from agent.adapters.metrics_server import MetricsServer
 from agent.cli.wiring import build_runtime
 from agent.errors import ConfigurationError
+from agent.loop import AgentLoop
 from agent.settings import AgentSettings, load_settings
 from common.clock import SystemClock
+from common.logs import configure_logging
 
 log = structlog.get_logger("agent.cli")
 
@@ -46,17 +48,50 @@ async def _run(settings: AgentSettings, once: bool) -> int:
         if once:
             accepted = await runtime.loop.run_once(attempts=settings.send_attempts)
             return 0 if accepted else EXIT_NOT_ACCEPTED
-        _install_stop_handlers(runtime.loop.stop)
-        log.info(
-            "agent_started",
-            interval_seconds=settings.interval.total_seconds(),
-            metrics=list(runtime.collector.metrics),
-        )
-        await runtime.loop.run()
-        log.info("agent_stopped")
+        server = MetricsServer(
+            runtime.metrics.registry,
+            runtime.health.check,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+        ).start()
+        try:
+            await _run_until_stopped(runtime.loop, settings.shutdown_grace.total_seconds())
+        finally:
+            server.stop()
         return 0
     finally:
         await runtime.aclose()
+
+
+async def _run_until_stopped(loop: AgentLoop, grace: float) -> None:
+    """Run the loop; on SIGTERM let the step in progress finish for ``grace`` seconds at most.
+
+    Every collected report is in the spool before it is sent, so cutting a step short loses
+    nothing: an unsent report is sent after the restart, an unfinished window collected again.
+    """
+    task = asyncio.ensure_future(loop.run())
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        log.info("agent_stopping", grace_seconds=grace)
+        loop.stop()
+        stopped.set()
+
+    _install_stop_handlers(stop)
+    log.info("agent_started", leader_election=loop.elector is not None)
+    stopper = asyncio.ensure_future(stopped.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            log.warning("agent_stop_forced", reason="step still running after the grace period")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.done() and not task.cancelled():
+        task.result()  # a crash of the loop itself is not a clean stop
+    log.info("agent_stopped")
 
 
 _SECRETS_DIR = click.option(

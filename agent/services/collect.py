@@ -41,7 +41,9 @@ class ReportCollector:
         instance_id: str,
         providers: Sequence[MetricProvider],
         agent_version: str,
+        on_source_error: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_source_error = on_source_error
         self._customer_id = customer_id
         self._instance_id = instance_id
         self._providers = tuple(providers)
@@ -60,6 +62,8 @@ class ReportCollector:
         except Exception as exc:
             # One broken source must not stop the others from being billed; it is logged and
             # its metrics are reported missing.
+            if self._on_source_error is not None:
+                self._on_source_error(str(getattr(exc, "source", type(exc).__name__)))
             log.warning(
                 "source_failed",
                 metrics=list(provider.metrics),

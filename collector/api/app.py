@@ -6,27 +6,41 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import stripe
 import structlog
 from litestar import Litestar
 from litestar.di import Provide
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.credentials import CredentialStore
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, enqueue
 from collector.adapters.db.reports import ReportStore
 from collector.adapters.db.tables import StoredReport
+from collector.adapters.stripe.client import StripeConnection
+from collector.api.admin import AdminController
+from collector.api.auth import AuthenticationMiddleware, fail_closed
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
 from collector.api.health import live, metrics, ready
+from collector.api.limits import BodyDeadline
 from collector.api.openapi import add_body_schemas, openapi_config
+from collector.api.security_docs import document_security
+from collector.api.stripe_routes import BillingController, StripeWebhookController
 from collector.api.usage import UsageController
+from collector.secrets import register_settings_secrets
+from collector.services.auth import Authenticator
+from collector.services.credentials import CredentialService
 from collector.services.forwarder import Forwarder, ForwarderConfig
-from collector.services.forwarding_setup import make_sender, stripe_client
+from collector.services.forwarding_setup import make_sender, stripe_connection
 from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.ingest import IngestService
+from collector.services.reconcile import ReconcileService
+from collector.services.token_buckets import TokenBuckets
 from collector.services.usage import UsageService
+from collector.services.webhooks import WebhookService
 from collector.settings import CollectorSettings, StripeMode
 from collector.telemetry import CollectorMetrics
 from common.catalogue import MetricCatalogue
@@ -50,6 +64,21 @@ class Services:
     links: LinkStore
     forwarder: Forwarder | None
     forwarding: ForwardingStatusService
+    webhooks: WebhookService
+    stripe: StripeConnection | None
+    reconciler: ReconcileService
+    credentials: CredentialService
+    authenticator: Authenticator
+    rate_limits: TokenBuckets
+
+    async def close(self) -> None:
+        """Stop the writer and the worker's clients, then close the database pool."""
+        await self.store.close()
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
+        if self.stripe is not None:
+            await self.stripe.aclose()
+        await self.engine.dispose()
 
 
 def build_services(
@@ -70,12 +99,25 @@ def build_services(
     outbox = OutboxStore(engine)
     links = LinkStore(engine)
     active_clock = clock
+    connection = stripe_connection(settings) if settings.stripe_api_key is not None else None
+    client = connection.client if connection is not None else None
+    usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit)
 
     async def write_forwards(conn: AsyncConnection, rows: Sequence[StoredReport]) -> None:
         await enqueue(conn, rows, active_clock.now())
 
     store.writer.set_after_insert(write_forwards)
+    credential_store = CredentialStore(engine)
     return Services(
+        credentials=CredentialService(credential_store, clock),
+        authenticator=Authenticator(
+            credential_store,
+            clock,
+            cache_ttl=settings.auth_cache_ttl,
+            touch_interval=settings.auth_last_used_interval,
+            disabled=settings.auth_disabled,
+        ),
+        rate_limits=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst, clock),
         settings=settings,
         clock=clock,
         engine=engine,
@@ -89,17 +131,32 @@ def build_services(
             legacy_window=settings.legacy_window,
             max_body_bytes=settings.max_body_bytes,
         ),
-        usage=UsageService(store, catalogue, clock, max_limit=settings.history_max_limit),
+        usage=usage,
         outbox=outbox,
         links=links,
         forwarding=ForwardingStatusService(settings, outbox, links, clock),
+        webhooks=WebhookService(
+            settings.stripe_webhook_secret.get_secret_value()
+            if settings.stripe_webhook_secret
+            else None,
+            links,
+            outbox,
+            clock,
+            telemetry,
+            client=client,
+        ),
+        stripe=connection,
+        reconciler=ReconcileService(
+            client, settings.stripe_mode, links, outbox, usage, catalogue, clock
+        ),
         forwarder=forwarder
-        or _make_forwarder(settings, outbox, links, catalogue, clock, telemetry),
+        or _make_forwarder(settings, client, outbox, links, catalogue, clock, telemetry),
     )
 
 
 def _make_forwarder(
     settings: CollectorSettings,
+    client: stripe.StripeClient | None,
     outbox: OutboxStore,
     links: LinkStore,
     catalogue: MetricCatalogue,
@@ -107,9 +164,8 @@ def _make_forwarder(
     telemetry: CollectorMetrics,
 ) -> Forwarder | None:
     """The outbox worker, or ``None`` while forwarding is off or no Stripe key is configured."""
-    if settings.stripe_mode is StripeMode.OFF or settings.stripe_api_key is None:
+    if settings.stripe_mode is StripeMode.OFF or client is None:
         return None
-    client = stripe_client(settings)
     config = ForwarderConfig(
         mode=settings.stripe_mode.value,
         max_rps=settings.stripe_max_rps,
@@ -124,10 +180,18 @@ def _make_forwarder(
 
 def create_app(settings: CollectorSettings, services: Services | None = None) -> Litestar:
     """The collector app; the database schema must already be migrated."""
+    register_settings_secrets(settings)
     built = services or build_services(settings)
 
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+
+    async def warn_if_open() -> None:
+        if settings.auth_disabled:
+            log.warning(
+                "AUTHENTICATION IS DISABLED (COLLECTOR_AUTH_DISABLED=true): anyone who can reach "
+                "this collector can report, read and manage usage. Local demos only."
+            )
 
     async def start_forwarder() -> None:
         if built.forwarder is not None and settings.forwarder_enabled:
@@ -139,28 +203,47 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
         stop.set()
         for task in tasks:
             await task
-        await built.store.close()
-        await built.engine.dispose()
+        await built.authenticator.close()
+        await built.close()
 
     def constant(value: object) -> Provide:
         return Provide(lambda: value, sync_to_thread=False, use_cache=True)
 
     app = Litestar(
-        route_handlers=[UsageController, ForwardingController, live, ready, metrics],
+        route_handlers=[
+            UsageController,
+            ForwardingController,
+            BillingController,
+            StripeWebhookController,
+            AdminController,
+            live,
+            ready,
+            metrics,
+        ],
         dependencies={
             "ingest": constant(built.ingest),
             "usage": constant(built.usage),
             "store": constant(built.store),
             "telemetry": constant(built.telemetry),
             "forwarding": constant(built.forwarding),
+            "webhooks": constant(built.webhooks),
+            "reconciler": constant(built.reconciler),
+            "credentials": constant(built.credentials),
+            "authenticator": constant(built.authenticator),
         },
         exception_handlers={Exception: make_exception_handler(built.telemetry)},
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
-        on_startup=[start_forwarder],
+        middleware=[
+            BodyDeadline(settings.body_read_timeout),
+            AuthenticationMiddleware(built.authenticator, built.rate_limits),
+        ],
+        guards=[fail_closed],
+        on_startup=[warn_if_open, start_forwarder],
         on_shutdown=[dispose],
         logging_config=None,
         debug=False,
     )
     add_body_schemas(app.openapi_schema.components)
+    document_security(app)
     return app

@@ -36,29 +36,47 @@ def _field_of(extra: Any) -> str | None:
     return None
 
 
-def error_response(status: int, code: str, detail: str, field: str | None = None) -> Response[Any]:
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    resolve = getattr(request.scope.get("route_handler"), "resolve_request_max_body_size", None)
+    limit = resolve() if resolve is not None else None
+    return f"body is larger than {limit} bytes" if limit else "body is too large"
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     return Response(
         content=ErrorBody(error=code, detail=detail, field=field).model_dump(),
         status_code=status,
         media_type=MediaType.JSON,
+        headers=headers,
     )
 
 
 def make_exception_handler(metrics: CollectorMetrics) -> Any:
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        headers: dict[str, str] | None = None
         if isinstance(exc, CollectorError):
             status, code, detail, field = exc.status_code, exc.code, exc.detail, exc.field
+            headers = exc.response_headers() or None
         elif isinstance(exc, ValidationException):
             status, code, detail, field = 400, "bad_request", exc.detail, _field_of(exc.extra)
         elif isinstance(exc, HTTPException):
             status = exc.status_code
             code, detail, field = _HTTP_CODES.get(status, "http_error"), exc.detail, None
+            headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+            if status == 413:
+                detail = _too_large(request)
         else:
             log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
             status, code, detail, field = 500, "internal_error", "internal server error", None
         if status >= 500:
             log.warning("request failed", path=request.url.path, status=status, error=code)
         metrics.http_errors.labels(str(status), code).inc()
-        return error_response(status, code, detail, field)
+        return error_response(status, code, detail, field, headers or None)
 
     return handle

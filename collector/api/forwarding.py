@@ -7,10 +7,13 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
 from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import BatchRow
+from collector.api.auth import editor, viewer
+from collector.api.schemas import ErrorBody
 from collector.services.forwarding_status import ForwardingStatusService
 
 
@@ -57,11 +60,15 @@ class ForwardingController(Controller):
     path = "/api/forwarding"
     tags = ["forwarding"]
 
-    @get("/status", summary="Forwarding state: counts, lag and calls saved")
+    @get("/status", summary="Forwarding state: counts, lag and calls saved", guards=[viewer])
     async def status(self, forwarding: NamedDependency[ForwardingStatusService]) -> StatusOut:
         return StatusOut(**vars(await forwarding.status()))
 
-    @get("/batches", summary="Batches, newest first (state=dead lists the dead letters)")
+    @get(
+        "/batches",
+        summary="Batches, newest first (state=dead lists the dead letters)",
+        guards=[viewer],
+    )
     async def batches(
         self,
         forwarding: NamedDependency[ForwardingStatusService],
@@ -75,15 +82,26 @@ class ForwardingController(Controller):
             BatchOut.of(row) for row in await forwarding.batches(batch_state, customer_id, limit)
         ]
 
-    @post("/batches/{batch_id:int}/retry", status_code=200, summary="Retry a dead-lettered batch")
+    @post(
+        "/batches/{batch_id:int}/retry",
+        status_code=200,
+        summary="Retry a dead-lettered batch",
+        guards=[editor],
+        responses={409: ResponseSpec(ErrorBody, description="The batch is not dead-lettered.")},
+    )
     async def retry(
         self,
-        batch_id: Annotated[int, PathParameter()],
+        batch_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
         forwarding: NamedDependency[ForwardingStatusService],
     ) -> BatchOut:
         return BatchOut.of(await forwarding.retry(batch_id))
 
-    @post("/customers/{customer_id:str}/link", status_code=200, summary="Link a customer to Stripe")
+    @post(
+        "/customers/{customer_id:str}/link",
+        status_code=200,
+        summary="Link a customer to Stripe",
+        guards=[editor],
+    )
     async def link(
         self,
         customer_id: Annotated[str, Parameter(min_length=1, max_length=128)],

@@ -8,12 +8,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.adapters.db.reports import ReportStore
+from collector.api.auth import PUBLIC
 from collector.api.schemas import HealthResponse
 from collector.errors import CollectorError
 from collector.telemetry import CollectorMetrics
 
 
-@get("/health/live", tags=["health"], summary="The process is up")
+@get("/health/live", tags=["health"], summary="The process is up", opt={PUBLIC: True})
 async def live() -> HealthResponse:
     return HealthResponse(status="ok")
 
@@ -22,6 +23,7 @@ async def live() -> HealthResponse:
     "/health/ready",
     tags=["health"],
     summary="The database answers",
+    opt={PUBLIC: True},
     responses={503: ResponseSpec(HealthResponse, description="Not ready.")},
 )
 async def ready(store: NamedDependency[ReportStore]) -> Response[HealthResponse]:
@@ -33,6 +35,14 @@ async def ready(store: NamedDependency[ReportStore]) -> Response[HealthResponse]
     return Response(HealthResponse(status="ok", checks={"database": "ok"}), status_code=200)
 
 
-@get("/metrics", tags=["health"], summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+# Public like the health checks: it must hold counts and labels only, never a secret or an id
+# an attacker could use (no tokens, keys, customer ids or URLs).
+@get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    media_type=CONTENT_TYPE_LATEST,
+    opt={PUBLIC: True},
+)
 async def metrics(telemetry: NamedDependency[CollectorMetrics]) -> Response[bytes]:
     return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

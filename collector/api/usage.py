@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
+from collector.api.auth import authorize_customer, ingest_only, viewer
 from collector.api.openapi import ReportOperation
 from collector.api.schemas import (
     ErrorBody,
@@ -46,6 +47,7 @@ class UsageController(Controller):
         operation_class=ReportOperation,
         summary="Report usage for one window",
         status_code=201,
+        guards=[ingest_only],
         responses={
             200: ResponseSpec(IngestResponse, description="Already stored; not counted again."),
             **_ERRORS,
@@ -71,6 +73,7 @@ class UsageController(Controller):
         except Exception:
             ingest.rejected()
             raise
+        authorize_customer(request, report.customer_id)
         result = await ingest.store(report, legacy=legacy)
         content = IngestResponse(
             message="Usage reported successfully"
@@ -82,7 +85,7 @@ class UsageController(Controller):
         )
         return Response(content, status_code=201 if result.created else 200)
 
-    @get("/{customer_id:str}", summary="Usage history, newest window first")
+    @get("/{customer_id:str}", summary="Usage history, newest window first", guards=[viewer])
     async def history(
         self,
         customer_id: CustomerId,
@@ -107,13 +110,22 @@ class UsageController(Controller):
             next_cursor=page.next_cursor,
         )
 
-    @get("/{customer_id:str}/latest", summary="The newest report", responses={404: _ERRORS[422]})
+    @get(
+        "/{customer_id:str}/latest",
+        summary="The newest report",
+        responses={404: _ERRORS[422]},
+        guards=[viewer],
+    )
     async def latest(
         self, customer_id: CustomerId, usage: NamedDependency[UsageService]
     ) -> ReportOut:
         return ReportOut.of(await usage.latest(customer_id))
 
-    @get("/{customer_id:str}/totals", summary="Billed quantity per metric over a period")
+    @get(
+        "/{customer_id:str}/totals",
+        summary="Billed quantity per metric over a period",
+        guards=[viewer],
+    )
     async def totals(
         self,
         customer_id: CustomerId,

@@ -141,6 +141,12 @@ class Forwarder:
         self._owner = owner or f"forwarder-{uuid.uuid4().hex[:12]}"
         self._limiter = RateLimiter(config.max_rps, clock)
 
+    async def aclose(self) -> None:
+        """Release what the sender holds (e.g. a meter event stream session client)."""
+        close = getattr(self._sender, "aclose", None)
+        if close is not None:
+            await close()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; errors are logged and retried, never fatal."""
         log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stripe
 
 from collector.adapters.db.links import LinkStore
-from collector.adapters.stripe.client import build_client
+from collector.adapters.stripe.client import StripeConnection, build_client
 from collector.adapters.stripe.meter_event_stream import MeterEventStreamSender
 from collector.adapters.stripe.meter_events import MeterEventsSender
 from collector.adapters.stripe.usage_records import UsageRecordsSender
@@ -16,7 +16,7 @@ from collector.settings import CollectorSettings, StripeMode
 from common.clock import Clock
 
 
-def stripe_client(settings: CollectorSettings) -> stripe.StripeClient:
+def stripe_connection(settings: CollectorSettings) -> StripeConnection:
     key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None
     return build_client(key, settings.stripe_api_base, timeout=settings.stripe_timeout)
 

@@ -133,7 +133,7 @@ class StripeSetup:
                 continue
             meter_id = None if legacy else result.meters[definition.meter_event_name]
             price = await self._catalog.create_price(
-                _price_params(definition, spec, result.product_id, meter_id)
+                _price_params(definition, spec, result.product_id, meter_id), legacy=legacy
             )
             result.prices[key] = price["id"]
             result.created.append(f"price {price['id']} ({key})")

@@ -7,7 +7,7 @@ from typing import Any
 import stripe
 
 from collector.adapters.db.links import LinkStore
-from collector.adapters.stripe.subscriptions import active_subscription, items_of
+from collector.adapters.stripe.subscriptions import active_subscription, as_dict, items_of
 from collector.errors import CustomerNotLinked, StripePermanent
 from common.clock import Clock
 
@@ -42,13 +42,22 @@ class SubscriptionItems:
         return subscription
 
     async def remember(self, customer_id: str, stripe_customer_id: str, subscription: Any) -> None:
+        await self.remember_with(
+            self._links, self._clock, customer_id, stripe_customer_id, subscription
+        )
+
+    @staticmethod
+    async def remember_with(
+        links: LinkStore, clock: Clock, customer_id: str, stripe_customer_id: str, raw: Any
+    ) -> None:
         """Store a subscription's id, status, items and periods (from the API or a webhook)."""
-        now = self._clock.now()
-        await self._links.link(
+        subscription = as_dict(raw)
+        now = clock.now()
+        await links.link(
             customer_id,
             stripe_customer_id,
             now,
             subscription_id=subscription["id"],
             subscription_status=subscription.get("status"),
         )
-        await self._links.replace_items(customer_id, items_of(subscription), now)
+        await links.replace_items(customer_id, items_of(subscription), now)

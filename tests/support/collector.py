@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -20,6 +20,7 @@ from collector.api.app import Services, build_services, create_app
 from collector.settings import CollectorSettings
 from common.clock import Clock
 from tests.support.binaries import free_port
+from tests.support.credentials import bearer, issue_key, issue_token
 
 
 @dataclass
@@ -27,6 +28,28 @@ class RunningCollector:
     url: str
     settings: CollectorSettings
     services: Services
+    app: Any = None
+    _secrets: dict[tuple[str, str | None], str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    def ingest_headers(self, customer_id: str) -> dict[str, str]:
+        """``Authorization`` for an ingest token of ``customer_id`` (created on first use)."""
+        key = ("ingest", customer_id)
+        if key not in self._secrets:
+            self._secrets[key] = issue_token(self.database_url, customer_id).secret
+        return bearer(self._secrets[key])
+
+    def operator_headers(
+        self, role: str = "admin", customer_id: str | None = None
+    ) -> dict[str, str]:
+        """``Authorization`` for an operator key with ``role`` (created on first use)."""
+        key = (role, customer_id)
+        if key not in self._secrets:
+            self._secrets[key] = issue_key(self.database_url, role, customer_id).secret
+        return bearer(self._secrets[key])
 
 
 @contextmanager
@@ -51,7 +74,7 @@ def run_collector(
             raise RuntimeError("collector did not start")
         time.sleep(0.01)
     try:
-        yield RunningCollector(f"http://127.0.0.1:{port}", settings, services)
+        yield RunningCollector(f"http://127.0.0.1:{port}", settings, services, app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

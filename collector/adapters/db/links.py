@@ -180,6 +180,13 @@ class LinkStore:
             ).all()
         return [(r.period_start, r.period_end) for r in rows]
 
+    async def seen(self, event_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                select(EVENTS.c.event_id).where(EVENTS.c.event_id == event_id)
+            )
+            return found.first() is not None
+
     async def first_time(self, event_id: str, event_type: str, now: datetime) -> bool:
         """Record a webhook event id; False when it was processed before."""
         async with self._engine.begin() as conn:

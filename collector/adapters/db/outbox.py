@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from collector.adapters.db.tables import (
     BatchRow,
     BillingPeriodRow,
+    CustomerLinkRow,
     ForwardRow,
     MeterStateRow,
     StoredReport,
@@ -30,6 +31,7 @@ FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
 BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
 STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
 PERIODS: Table = BillingPeriodRow.__table__  # type: ignore[assignment]
+LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
 FORMATION_LOCK = 0x55534147  # any constant: one batch former at a time across replicas
 
 
@@ -146,15 +148,20 @@ class OutboxStore:
         return bool(result.scalar_one())
 
     async def groups_to_form(self, limit: int) -> list[tuple[str, str]]:
-        """(customer, metric) pairs with waiting forwards and no open batch."""
+        """(customer, metric) pairs of linked customers with waiting forwards and no open batch.
+
+        Usage of a customer not linked to Stripe waits unbatched: its billing periods are only
+        known once it is linked.
+        """
         open_batch = exists().where(
             BATCHES.c.customer_id == FORWARDS.c.customer_id,
             BATCHES.c.metric == FORWARDS.c.metric,
             BATCHES.c.state == "pending",
         )
+        linked = exists().where(LINKS.c.customer_id == FORWARDS.c.customer_id)
         statement = (
             select(FORWARDS.c.customer_id, FORWARDS.c.metric)
-            .where(FORWARDS.c.state == "pending", ~open_batch)
+            .where(FORWARDS.c.state == "pending", ~open_batch, linked)
             .group_by(FORWARDS.c.customer_id, FORWARDS.c.metric)
             .order_by(func.min(FORWARDS.c.id))
             .limit(limit)
@@ -430,6 +437,50 @@ class OutboxStore:
                 await conn.execute(
                     update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="dead")
                 )
+
+    async def reject_delivered(self, identifier: str, error: str) -> int:
+        """Stripe reported a delivered event as invalid later: park its batch as dead.
+
+        An increment's contribution leaves the delivered state, so a retry bills it once.
+        """
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(select(BATCHES).where(BATCHES.c.identifier == identifier))
+            ).first()
+            if row is None or row.state == "dead":
+                return 0
+            await conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.id == row.id)
+                .values(state="dead", last_error=error[:1000], lease_owner=None, lease_until=None)
+            )
+            await conn.execute(
+                update(FORWARDS).where(FORWARDS.c.batch_id == row.id).values(state="dead")
+            )
+            if row.state == "sent" and row.semantics == "increment":
+                state = (
+                    await conn.execute(
+                        select(STATE).where(
+                            STATE.c.customer_id == row.customer_id,
+                            STATE.c.metric == row.metric,
+                            STATE.c.period_start == row.period_start,
+                        )
+                    )
+                ).first()
+                if state is not None:
+                    await conn.execute(
+                        update(STATE)
+                        .where(
+                            STATE.c.customer_id == row.customer_id,
+                            STATE.c.metric == row.metric,
+                            STATE.c.period_start == row.period_start,
+                        )
+                        .values(
+                            raw_total=str(Decimal(state.raw_total) - Decimal(row.raw_value)),
+                            billed_total=state.billed_total - row.quantity,
+                        )
+                    )
+            return 1
 
     async def retry_dead(self, batch_id: int, now: datetime) -> BatchRow | None:
         """Reopen a dead batch with its identifier and members unchanged."""

@@ -233,3 +233,21 @@ class StoredReport:
     agent_version: str | None
     fingerprint: str
     created_at: datetime
+
+
+class CredentialRow(Base):
+    """An ingest token or operator API key; only a hash of its secret is stored."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    customer_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_credentials_kind_customer", "kind", "customer_id"),)

@@ -6,7 +6,7 @@ from typing import Any
 
 import stripe
 
-from collector.adapters.stripe.client import translate
+from collector.adapters.stripe.client import LEGACY_API_VERSION, translate
 from collector.adapters.stripe.subscriptions import as_dict
 
 PRODUCT_MARKER = "usage_metering"
@@ -77,8 +77,11 @@ class StripeCatalog:
             as_dict(p)["lookup_key"]: as_dict(p) for p in page.data if as_dict(p).get("lookup_key")
         }
 
-    async def create_price(self, params: dict[str, Any]) -> dict[str, Any]:
-        return as_dict(await self._call(self._client.v1.prices.create_async(params)))  # type: ignore[arg-type]
+    async def create_price(self, params: dict[str, Any], *, legacy: bool = False) -> dict[str, Any]:
+        """Create a price; legacy metered prices exist only on API versions before basil."""
+        options: dict[str, Any] = {"stripe_version": LEGACY_API_VERSION} if legacy else {}
+        created = self._client.v1.prices.create_async(params, options)  # type: ignore[arg-type]
+        return as_dict(await self._call(created))
 
     async def subscriptions(self, stripe_customer_id: str) -> list[dict[str, Any]]:
         page = await self._call(

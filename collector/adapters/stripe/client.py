@@ -8,11 +8,10 @@ from datetime import datetime
 import stripe
 
 from collector.errors import StripeNotConfigured, StripePermanent, StripeTransient
+from common.redaction import redact
 
 LEGACY_API_VERSION = "2025-02-24.acacia"
-DUPLICATE_CODES = frozenset(
-    {"duplicate_meter_event", "meter_event_duplicate_identifier", "idempotency_key_in_use"}
-)
+DUPLICATE_CODES = frozenset({"resource_already_exists", "duplicate_meter_event"})
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,20 @@ class Delivered:
     duplicate: bool = False
 
 
+@dataclass
+class StripeConnection:
+    """An SDK client and the HTTP client it owns, which must be closed on shutdown."""
+
+    client: stripe.StripeClient
+    http: stripe.HTTPXClient
+
+    async def aclose(self) -> None:
+        await self.http.close_async()  # type: ignore[no-untyped-call]
+
+
 def build_client(
     api_key: str | None, api_base: str | None, *, timeout: float = 30.0
-) -> stripe.StripeClient:
+) -> StripeConnection:
     """An SDK client with async httpx and no SDK-level retries: the outbox owns retries."""
     if not api_key:
         raise StripeNotConfigured("COLLECTOR_STRIPE_API_KEY is not set")
@@ -48,12 +58,14 @@ def build_client(
     if api_base:
         base = api_base.rstrip("/")
         bases = {"api": base, "meter_events": base, "files": base, "connect": base}
-    return stripe.StripeClient(
+    http = stripe.HTTPXClient(timeout=timeout)
+    client = stripe.StripeClient(
         api_key,
         base_addresses=bases,  # type: ignore[arg-type]
-        http_client=stripe.HTTPXClient(timeout=timeout),
+        http_client=http,
         max_network_retries=0,
     )
+    return StripeConnection(client, http)
 
 
 def _retry_after(error: stripe.StripeError) -> float | None:
@@ -65,8 +77,13 @@ def _retry_after(error: stripe.StripeError) -> float | None:
 
 
 def is_duplicate(error: stripe.StripeError) -> bool:
-    """Stripe's answer to an identifier it already has: delivered, not a failure."""
+    """Stripe's answer to an identifier it already has: delivered, not a failure.
+
+    Stripe answers 400 with ``Stripe-Should-Retry: false``; the message names the identifier.
+    """
     if error.http_status != 400:
+        return False
+    if (error.headers or {}).get("stripe-should-retry") == "true":
         return False
     code = (error.code or "").lower()
     message = str(error.user_message or error).lower()
@@ -91,7 +108,10 @@ def translate(error: Exception) -> Exception:
     if isinstance(error, stripe.StripeError):
         status = error.http_status
         should_retry = (error.headers or {}).get("stripe-should-retry")
-        message = f"Stripe {status}: {error.user_message or error.code or type(error).__name__}"
+        # Stripe's message can quote the key; it is stored in batches and returned by the API.
+        message = redact(
+            f"Stripe {status}: {error.user_message or error.code or type(error).__name__}"
+        )
         if should_retry == "true" or (
             should_retry is None and (status is None or status >= 500 or status in (408, 409))
         ):

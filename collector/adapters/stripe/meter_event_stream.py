@@ -43,6 +43,7 @@ class MeterEventStreamSender:
         self._timeout = timeout
         self._session: tuple[str, datetime] | None = None
         self._stream_client: stripe.StripeClient | None = None
+        self._stream_http: stripe.HTTPXClient | None = None
         self._lock = asyncio.Lock()
 
     async def _stream(self) -> stripe.StripeClient:
@@ -52,14 +53,21 @@ class MeterEventStreamSender:
                 session = await self._client.v2.billing.meter_event_session.create_async()
                 self._session = (session.authentication_token, _parse_time(session.expires_at))
                 bases = {"meter_events": self._api_base.rstrip("/")} if self._api_base else {}
+                await self.aclose()
+                self._stream_http = stripe.HTTPXClient(timeout=self._timeout)
                 self._stream_client = stripe.StripeClient(
                     session.authentication_token,
                     base_addresses=bases,  # type: ignore[arg-type]
-                    http_client=stripe.HTTPXClient(timeout=self._timeout),
+                    http_client=self._stream_http,
                     max_network_retries=0,
                 )
             assert self._stream_client is not None
             return self._stream_client
+
+    async def aclose(self) -> None:
+        if self._stream_http is not None:
+            await self._stream_http.close_async()  # type: ignore[no-untyped-call]
+            self._stream_http = None
 
     async def send(self, events: Sequence[OutgoingEvent]) -> list[Delivered | Exception]:
         payload = [
@@ -75,7 +83,7 @@ class MeterEventStreamSender:
             stream = await self._stream()
             await stream.v2.billing.meter_event_stream.create_async({"events": payload})  # type: ignore[typeddict-item]
         except stripe.StripeError as exc:
-            if isinstance(exc, stripe.AuthenticationError):
+            if exc.http_status == 401:
                 self._session = None
             if is_duplicate(exc):
                 return [Delivered(status=exc.http_status or 400, duplicate=True) for _ in events]

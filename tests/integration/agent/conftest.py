@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
+from tests.integration.agent.real_collector import sqlite_collector
+from tests.support.collector import RunningCollector
 from tests.support.prometheus import running_prometheus
 
 
@@ -22,3 +25,10 @@ def prometheus_factory(
             return stack.enter_context(running_prometheus(workdir, openmetrics)).url
 
         yield start
+
+
+@pytest.fixture
+def real_collector(tmp_path: Path) -> Iterator[RunningCollector]:
+    """The real collector on SQLite (started outside the test's event loop)."""
+    with sqlite_collector(tmp_path) as running:
+        yield running

@@ -64,23 +64,28 @@ def run_once(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 def test_accepted_reports_exit_zero_and_carry_exact_scraped_deltas(env, collector, simulator):
     simulator.add_messages(1000)  # before the first run: not billed
+    env |= {"AGENT_INTERVAL": "1s", "AGENT_QUERY_OFFSET": "0s"}
 
     first = run_once(env)
     simulator.add_messages(25)
-    second = run_once(env)
+    # Each run collects only windows that ended since the last one, so run until a new window
+    # has passed (real time: the process cannot share a fake clock with the test).
+    runs = [first]
+    while len(collector.received) < 2 and len(runs) < 20:
+        runs.append(run_once(env))
 
-    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert [r.returncode for r in runs] == [0] * len(runs), runs[-1].stderr
     reports = [body for _, body in collector.received]
-    assert [r["metrics"] for r in reports] == [
-        {"devices": 5, "mqtt_messages": 0},
-        {"devices": 5, "mqtt_messages": 25},
-    ]
+    assert len(reports) >= 2
+    assert reports[0]["metrics"] == {"devices": 5, "mqtt_messages": 0}
+    assert sum(r["metrics"]["mqtt_messages"] for r in reports) == 25
     assert reports[0]["customer_id"] == "cust-cli"
     assert reports[0]["active_devices"] == 5
     assert reports[0]["total_devices"] == 12
     assert reports[0]["partial"] is False
     assert simulator.truth_since_first_scrape() == 25
-    log_lines = [json.loads(line) for line in second.stderr.splitlines() if line.strip()]
+    assert [r["window_start"] for r in reports[1:]] == [r["window_end"] for r in reports[:-1]]
+    log_lines = [json.loads(line) for line in runs[-1].stderr.splitlines() if line.strip()]
     assert any(line.get("event") == "report_sent" for line in log_lines)
 
 
@@ -132,10 +137,23 @@ def test_unavailable_collector_is_retried_then_exits_non_zero(env, collector):
     assert len({body["report_id"] for _, body in collector.received}) == 1
 
 
-def test_missing_identity_is_a_clear_start_up_error(env, collector):
-    del env["CUSTOMER_ID"]
+def test_unreachable_sources_defer_the_window_instead_of_sending_it(env, collector):
+    env |= {
+        "AGENT_DEVICE_API_URL": "http://127.0.0.1:9/api",
+        "AGENT_METRICS_URL": "http://127.0.0.1:9/m",
+    }
 
     result = run_once(env)
+
+    assert result.returncode == 0, result.stderr
+    assert collector.received == []
+    assert "window_deferred" in result.stderr
+
+
+def test_missing_identity_is_a_clear_start_up_error(env, collector, tmp_path):
+    del env["CUSTOMER_ID"]
+
+    result = run_once(env | {"AGENT_NAMESPACE": "", "AGENT_NAMESPACE_FILE": str(tmp_path / "no")})
 
     assert result.returncode == 2
     assert "AGENT_CUSTOMER_ID" in result.stderr
@@ -150,8 +168,9 @@ def test_disabled_reporting_exits_zero_without_sending(env, collector):
     assert collector.received == []
 
 
-def test_unreachable_sources_give_a_partial_report(env, collector):
+def test_unreachable_sources_give_a_partial_report_after_partial_after(env, collector):
     env |= {
+        "AGENT_PARTIAL_AFTER": "0s",
         "AGENT_DEVICE_API_URL": "http://127.0.0.1:9/api",
         "AGENT_METRICS_URL": "http://127.0.0.1:9/m",
     }

@@ -78,6 +78,7 @@ async def test_agent_reports_reach_the_collector_once_and_bill_exactly(
             device_api_url=f"{simulator.url}/api/devices",
             metrics_url=f"{simulator.url}/metrics",
             state_dir=tmp_path,
+            collector_token=collector.ingest_headers("cust_e2e")["authorization"].split()[1],
         )
         runtime = await build_runtime(settings, clock)
         simulator.add_messages(10_000)
@@ -86,7 +87,8 @@ async def test_agent_reports_reach_the_collector_once_and_bill_exactly(
         finally:
             await runtime.aclose()
 
-    async with httpx.AsyncClient(base_url=collector.url) as http:
+    viewer = collector.operator_headers("viewer")
+    async with httpx.AsyncClient(base_url=collector.url, headers=viewer) as http:
         history = (await http.get("/api/usage/cust_e2e", params={"limit": 1000})).json()
         totals = (
             await http.get(
@@ -120,7 +122,7 @@ def test_a_resent_window_is_stored_once(collector: RunningCollector) -> None:
         httpx.post(
             f"{collector.url}/api/usage/report",
             content=report.to_json(),
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **collector.ingest_headers("c")},
         ).status_code
         for _ in range(3)
     ]

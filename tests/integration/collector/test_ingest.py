@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -39,13 +40,28 @@ def make_report(hours_ago: int = 1, **changes: object) -> UsageReport:
     return UsageReport.model_validate(fields)
 
 
+def customer_of(body: str | dict) -> str:
+    """The report's customer, whose ingest token sends it (cust_1 for a body that is not one)."""
+    try:
+        parsed = json.loads(body) if isinstance(body, str) else body
+    except ValueError:
+        return "cust_1"
+    customer = parsed.get("customer_id") if isinstance(parsed, dict) else None
+    return customer if isinstance(customer, str) and customer else "cust_1"
+
+
 def post(collector: RunningCollector, body: str | dict, **headers: str) -> httpx.Response:
+    """Send a report with an ingest token of its own customer."""
     content = body if isinstance(body, str) else None
     return httpx.post(
         f"{collector.url}/api/usage/report",
         content=content,
         json=None if content is not None else body,
-        headers={"content-type": "application/json", **headers},
+        headers={
+            "content-type": "application/json",
+            **collector.ingest_headers(customer_of(body)),
+            **headers,
+        },
     )
 
 
@@ -93,7 +109,9 @@ def test_same_id_with_other_content_is_a_conflict_and_changes_nothing(
     response = post(collector, changed.to_json())
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
-    latest = httpx.get(f"{collector.url}/api/usage/cust_1/latest").json()
+    latest = httpx.get(
+        f"{collector.url}/api/usage/cust_1/latest", headers=collector.operator_headers("viewer")
+    ).json()
     assert latest["metrics"]["devices"] == 7
 
 

@@ -15,7 +15,11 @@ def test_history_is_newest_first_and_pages_with_a_cursor(collector: RunningColle
     cursor = None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(f"{collector.url}/api/usage/cust_1", params=params).json()
+        page = httpx.get(
+            f"{collector.url}/api/usage/cust_1",
+            headers=collector.operator_headers("viewer"),
+            params=params,
+        ).json()
         seen.extend(r["window_end"] for r in page["reports"])
         cursor = page["next_cursor"]
         if cursor is None:
@@ -31,7 +35,9 @@ def test_history_filters_by_since_and_until(collector: RunningCollector) -> None
     since = reports[3].window_end.isoformat()
     until = reports[1].window_end.isoformat()
     page = httpx.get(
-        f"{collector.url}/api/usage/cust_1", params={"since": since, "until": until}
+        f"{collector.url}/api/usage/cust_1",
+        headers=collector.operator_headers("viewer"),
+        params={"since": since, "until": until},
     ).json()
     ends = [r["window_end"] for r in page["reports"]]
     assert len(ends) == 2
@@ -41,22 +47,35 @@ def test_history_filters_by_since_and_until(collector: RunningCollector) -> None
 def test_history_of_other_customer_is_separate(collector: RunningCollector) -> None:
     post(collector, make_report().to_json())
     post(collector, make_report(customer_id="cust_2").to_json())
-    page = httpx.get(f"{collector.url}/api/usage/cust_2").json()
+    page = httpx.get(
+        f"{collector.url}/api/usage/cust_2", headers=collector.operator_headers("viewer")
+    ).json()
     assert [r["customer_id"] for r in page["reports"]] == ["cust_2"]
 
 
 def test_latest_returns_newest_window_or_404(collector: RunningCollector) -> None:
-    assert httpx.get(f"{collector.url}/api/usage/cust_1/latest").status_code == 404
+    assert (
+        httpx.get(
+            f"{collector.url}/api/usage/cust_1/latest", headers=collector.operator_headers("viewer")
+        ).status_code
+        == 404
+    )
     post(collector, make_report(3).to_json())
     newest = make_report(1)
     post(collector, newest.to_json())
     post(collector, make_report(2).to_json())
-    latest = httpx.get(f"{collector.url}/api/usage/cust_1/latest").json()
+    latest = httpx.get(
+        f"{collector.url}/api/usage/cust_1/latest", headers=collector.operator_headers("viewer")
+    ).json()
     assert latest["report_id"] == str(newest.id)
 
 
 def test_bad_cursor_is_a_validation_error(collector: RunningCollector) -> None:
-    response = httpx.get(f"{collector.url}/api/usage/cust_1", params={"cursor": "@@@"})
+    response = httpx.get(
+        f"{collector.url}/api/usage/cust_1",
+        headers=collector.operator_headers("viewer"),
+        params={"cursor": "@@@"},
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "cursor"
 

@@ -1,101 +1,181 @@
-"""The schedule on a manual clock: aligned windows, backoff, stop on permanent errors."""
+"""The schedule on a manual clock: aligned windows, jitter, outages, restarts, partial windows."""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.adapters.collector_client import Delivery
-from agent.errors import CollectorRejected, CollectorUnavailable
-from agent.loop import AgentLoop, RetryPolicy
-from agent.services.collect import CollectedReport
+from agent.errors import CollectorRejected
+from agent.services.backoff import RetryPolicy
 from common.clock import ManualClock
-from common.schema import UsageReport
 from common.windows import Window
+from tests.unit.agent.agent_kit import FakeCollector, TruthSource, make_agent, messages_in
 
 START = datetime(2024, 3, 1, 10, 17, 3, tzinfo=UTC)
 INTERVAL = timedelta(minutes=15)
 OFFSET = timedelta(seconds=30)
 
 
-class FakeSource:
-    def __init__(self, clock: ManualClock, *, fail_first: int = 0) -> None:
-        self.clock = clock
-        self.collected: list[tuple[Window, datetime]] = []
-        self.commits: list[Window] = []
-        self.fail_first = fail_first
+def stop_at(agent, clock: ManualClock, moment: datetime) -> None:
+    """Stop the loop once the clock passes ``moment`` (checked at every send)."""
+    previous = agent.loop._clock.sleep
 
-    async def collect(self, window: Window) -> CollectedReport:
-        self.collected.append((window, self.clock.now()))
-        if self.fail_first:
-            self.fail_first -= 1
-            raise RuntimeError("bug in a cycle")
-        report = UsageReport(
-            customer_id="c",
-            instance_id="i",
-            window_start=window.start,
-            window_end=window.end,
-            metrics={"devices": 1},
-        )
-        return CollectedReport(report, (lambda: self.commits.append(window),))
+    async def sleep(seconds: float) -> None:
+        await previous(seconds)
+        if clock.now() >= moment:
+            agent.loop.stop()
+
+    clock.sleep = sleep  # type: ignore[method-assign]
 
 
-class FakeSender:
-    """Answers from a script (a Delivery or an exception per call), then CREATED."""
-
-    def __init__(self, script=(), *, on_send=None) -> None:
-        self.script = list(script)
-        self.sent: list[UsageReport] = []
-        self.on_send = on_send
-
-    async def send(self, report: UsageReport) -> Delivery:
-        self.sent.append(report)
-        if self.on_send:
-            self.on_send(self)
-        outcome = self.script.pop(0) if self.script else Delivery.CREATED
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+def truth(windows: list[tuple[datetime, datetime]]) -> int:
+    return sum(messages_in(Window(s, e)) for s, e in windows)
 
 
-def make_loop(clock, source, sender, *, maximum: float = 60.0) -> AgentLoop:
-    return AgentLoop(
-        source=source,
-        sender=sender,
-        clock=clock,
-        interval=INTERVAL,
-        query_offset=OFFSET,
-        retry=RetryPolicy(initial=1.0, maximum=maximum),
-        rng=random.Random(7),
-    )
-
-
-async def test_windows_are_aligned_and_collected_after_the_query_offset():
+async def test_windows_are_aligned_and_collected_after_offset_plus_jitter(tmp_path):
     clock = ManualClock(START)
-    source = FakeSource(clock)
-    loop: AgentLoop
-    sender = FakeSender(on_send=lambda s: len(s.sent) == 3 and loop.stop())
-    loop = make_loop(clock, source, sender)
+    source = TruthSource(clock)
+    collector = FakeCollector(clock)
+    agent = make_agent(tmp_path, clock, source, collector, jitter=timedelta(minutes=1))
+    stop_at(agent, clock, START + 4 * INTERVAL)
 
-    await loop.run()
+    await agent.loop.run()
 
     first = datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
-    assert [w for w, _ in source.collected] == [
+    windows = [w for w, _ in source.collected]
+    assert windows[:3] == [
         Window(first + i * INTERVAL, first + (i + 1) * INTERVAL) for i in range(3)
     ]
-    assert [at for _, at in source.collected] == [w.end + OFFSET for w, _ in source.collected]
-    assert len(source.commits) == 3
+    delays = [at - w.end for w, at in source.collected]
+    assert all(OFFSET <= d <= OFFSET + timedelta(minutes=1) for d in delays)
+    assert len({d for d in delays}) > 1  # jittered, not a fixed delay
+    assert collector.windows() == [(w.start, w.end) for w in windows]
+
+
+@pytest.mark.parametrize("max_reports", [1000, 5], ids=["roomy-spool", "compacting-spool"])
+async def test_collector_down_for_six_hours_every_window_arrives_once_with_exact_totals(
+    tmp_path, max_reports
+):
+    clock = ManualClock(START)
+    source = TruthSource(clock)
+    back_at = START + timedelta(hours=6, minutes=7)
+    collector = FakeCollector(clock, down=lambda now: now < back_at)
+    agent = make_agent(
+        tmp_path,
+        clock,
+        source,
+        collector,
+        max_reports=max_reports,
+        retry=RetryPolicy(initial=1.0, maximum=600.0),
+    )
+    stop_at(agent, clock, back_at + 2 * INTERVAL)
+
+    await agent.loop.run()
+
+    windows = collector.windows()
+    assert [s for s, _ in windows[1:]] == [e for _, e in windows[:-1]]  # no gap, no overlap
+    assert windows[-1][1] >= back_at
+    assert collector.billed("mqtt_messages") == truth(windows)
+    assert collector.billed("mqtt_messages") == sum(
+        messages_in(w) for w, _ in source.collected
+    )  # every collected window billed, none twice
+    assert agent.spool.depth() == 0
+    if max_reports == 5:
+        assert agent.metrics.compactions._value.get() > 0
+        assert len(windows) < len(source.collected)
+    else:
+        assert len(windows) == len(source.collected)
+    assert collector.attempts > len(windows)  # the outage was retried, with backoff
+
+
+async def test_a_restart_neither_skips_nor_repeats_a_window(tmp_path):
+    clock = ManualClock(START)
+    collector = FakeCollector(clock)
+    first = make_agent(tmp_path, clock, TruthSource(clock), collector)
+    stop_at(first, clock, START + 2 * INTERVAL)
+    await first.loop.run()
+    first.db.close()
+
+    clock.advance(timedelta(hours=3))  # down for three hours
+    second = make_agent(tmp_path, clock, TruthSource(clock), collector)
+    stop_at(second, clock, clock.now() + 2 * INTERVAL)
+    await second.loop.run()
+
+    windows = collector.windows()
+    assert [s for s, _ in windows[1:]] == [e for _, e in windows[:-1]]
+    assert len(windows) > 14
+    assert collector.billed("mqtt_messages") == truth(windows)
+
+
+async def test_catch_up_is_bounded_by_max_catchup_and_says_so(tmp_path):
+    clock = ManualClock(START)
+    collector = FakeCollector(clock)
+    first = make_agent(tmp_path, clock, TruthSource(clock), collector)
+    await first.loop.run_once(attempts=1)
+    first.db.close()
+
+    clock.advance(timedelta(days=2))
+    source = TruthSource(clock)
+    second = make_agent(tmp_path, clock, source, collector, max_catchup=timedelta(hours=5))
+    await second.loop.run_once(attempts=1)
+
+    windows = [w for w, _ in source.collected]
+    assert windows[0].start - (clock.now() - timedelta(hours=5)) < INTERVAL
+    assert windows[0].start >= clock.now() - timedelta(hours=5)
+    assert all(a.end == b.start for a, b in itertools.pairwise(windows))
+    assert second.metrics.windows_skipped._value.get() > 0
+
+
+async def test_a_failed_source_is_retried_next_cycle_then_sent_partial_never_zero(tmp_path):
+    clock = ManualClock(START)
+    source = TruthSource(clock)
+    broken_until = START + timedelta(minutes=50)
+    source.failing = lambda window: clock.now() < broken_until
+    collector = FakeCollector(clock)
+    agent = make_agent(tmp_path, clock, source, collector, partial_after=timedelta(hours=2))
+    stop_at(agent, clock, START + 5 * INTERVAL)
+
+    await agent.loop.run()
+
+    first = source.collected[0][0]
+    assert [w for w, _ in source.collected].count(first) > 1  # retried, not skipped
+    reports = sorted(collector.stored.values(), key=lambda r: r.window_start)
+    assert all("mqtt_messages" in r.metrics and not r.partial for r in reports)
+    assert reports[0].window_start == first.start
+    assert agent.metrics.windows_deferred._value.get() >= 1
+
+
+async def test_a_window_still_failing_after_partial_after_is_sent_partial(tmp_path):
+    clock = ManualClock(START)
+    source = TruthSource(clock)
+    source.failing = lambda window: True
+    collector = FakeCollector(clock)
+    agent = make_agent(tmp_path, clock, source, collector, partial_after=timedelta(minutes=20))
+    stop_at(agent, clock, START + 4 * INTERVAL)
+
+    await agent.loop.run()
+
+    reports = list(collector.stored.values())
+    assert reports
+    assert all(r.partial and r.missing == ["mqtt_messages"] for r in reports)
+    assert all("mqtt_messages" not in r.metrics for r in reports)  # never a made-up zero
 
 
 async def test_run_once_sends_the_last_complete_window():
     clock = ManualClock(datetime(2024, 3, 1, 11, 0, 10, tzinfo=UTC))
-    source = FakeSource(clock)
-    sender = FakeSender()
+    source = TruthSource(clock)
+    collector = FakeCollector(clock)
 
-    assert await make_loop(clock, source, sender).run_once(attempts=3) is True
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = make_agent(Path(tmp), clock, source, collector)
+        assert await agent.loop.run_once(attempts=3) is True
+        agent.db.close()
 
     # 11:00:10 is within the offset of 11:00, so 10:45-11:00 is not complete yet.
     assert source.collected[0][0] == Window(
@@ -103,87 +183,34 @@ async def test_run_once_sends_the_last_complete_window():
     )
 
 
-async def test_transient_errors_are_retried_with_capped_backoff_and_retry_after():
+async def test_run_once_retries_with_capped_backoff_then_keeps_the_report(tmp_path):
     clock = ManualClock(START)
-    source = FakeSource(clock)
-    sender = FakeSender(
-        [
-            CollectorUnavailable("down", status=503),
-            CollectorUnavailable("down", status=503),
-            CollectorUnavailable("throttled", status=429, retry_after=42.0),
-            CollectorUnavailable("down", status=503),
-            CollectorUnavailable("down", status=503),
-            CollectorUnavailable("down", status=503),
-            Delivery.DUPLICATE,
-        ]
-    )
+    collector = FakeCollector(clock, down=lambda now: True)
+    agent = make_agent(tmp_path, clock, TruthSource(clock), collector, retry=RetryPolicy(1.0, 8.0))
 
-    accepted = await make_loop(clock, source, sender, maximum=8.0).run_once(attempts=10)
+    assert await agent.loop.run_once(attempts=6) is False
 
-    assert accepted is True
-    assert len(sender.sent) == 7
-    assert len({r.report_id for r in sender.sent}) == 1
-    delays = clock.slept
-    caps = [1, 2, 4, 8, 8, 8]
-    assert all(cap / 2 <= d <= cap for d, cap in zip(delays, caps, strict=True) if d != delays[2])
-    assert delays[2] >= 42.0
-    assert len(source.commits) == 1
+    assert collector.attempts == 6
+    caps = [1, 2, 4, 8, 8]
+    assert all(c / 2 <= d <= c for d, c in zip(clock.slept, caps, strict=True))
+    assert agent.spool.depth() == 1  # kept for the next run
 
 
-async def test_permanent_rejection_is_not_retried_or_committed():
+async def test_a_report_the_collector_finds_invalid_is_kept_aside_not_retried(tmp_path):
     clock = ManualClock(START)
-    source = FakeSource(clock)
-    sender = FakeSender([CollectorRejected("bad", status=422)])
 
-    assert await make_loop(clock, source, sender).run_once(attempts=5) is False
-    assert len(sender.sent) == 1
-    assert clock.slept == []
-    assert source.commits == []
+    class Refusing(FakeCollector):
+        async def send(self, report):
+            self.attempts += 1
+            raise CollectorRejected("bad", status=422)
 
+    collector = Refusing(clock)
+    agent = make_agent(tmp_path, clock, TruthSource(clock), collector)
 
-async def test_run_once_gives_up_after_its_attempts():
-    clock = ManualClock(START)
-    source = FakeSource(clock)
-    sender = FakeSender([CollectorUnavailable("down")] * 5)
-
-    assert await make_loop(clock, source, sender).run_once(attempts=3) is False
-    assert len(sender.sent) == 3
-    assert source.commits == []
-
-
-async def test_the_loop_retries_until_the_next_window_is_due_then_moves_on():
-    clock = ManualClock(START)
-    source = FakeSource(clock)
-    loop: AgentLoop
-
-    def script(sender: FakeSender) -> None:
-        if len({r.report_id for r in sender.sent}) == 2:
-            loop.stop()
-
-    sender = FakeSender([CollectorUnavailable("down")] * 1000, on_send=script)
-    loop = make_loop(clock, source, sender)
-
-    await loop.run()
-
-    first, second = source.collected[0][0], source.collected[1][0]
-    assert second == Window(first.end, first.end + INTERVAL)
-    assert source.collected[1][1] == second.end + OFFSET
-    first_attempts = [r for r in sender.sent if r.window_end == first.end]
-    assert len(first_attempts) > 3
-    assert source.commits == []
-
-
-async def test_a_failing_cycle_does_not_stop_the_loop():
-    clock = ManualClock(START)
-    source = FakeSource(clock, fail_first=1)
-    loop: AgentLoop
-    sender = FakeSender(on_send=lambda s: loop.stop())
-    loop = make_loop(clock, source, sender)
-
-    await loop.run()
-
-    assert len(source.collected) == 2
-    assert len(sender.sent) == 1
+    assert await agent.loop.run_once(attempts=5) is False
+    assert collector.attempts == 1
+    assert agent.spool.depth() == 0
+    assert agent.spool.dead_count() == 1
 
 
 class BlockingClock(ManualClock):
@@ -193,13 +220,13 @@ class BlockingClock(ManualClock):
         await asyncio.Event().wait()
 
 
-async def test_stop_ends_a_waiting_loop():
+async def test_stop_ends_a_waiting_loop(tmp_path):
     clock = BlockingClock(START)
-    loop = make_loop(clock, FakeSource(clock), FakeSender())
-    task = asyncio.create_task(loop.run())
+    agent = make_agent(tmp_path, clock, TruthSource(clock), FakeCollector(clock))
+    task = asyncio.create_task(agent.loop.run())
     await asyncio.sleep(0)
 
-    loop.stop()
+    agent.loop.stop()
 
     await asyncio.wait_for(task, timeout=5)
     assert task.done()
@@ -207,6 +234,8 @@ async def test_stop_ends_a_waiting_loop():
 
 @pytest.mark.parametrize("attempt", range(1, 12))
 def test_backoff_stays_within_its_cap(attempt):
+    import random
+
     delay = RetryPolicy(initial=1.0, maximum=30.0).delay(attempt, random.Random(attempt))
 
     assert min(30.0, 2 ** (attempt - 1)) / 2 <= delay <= min(30.0, 2 ** (attempt - 1))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.cli.wiring import check_identity
+from agent.cli.wiring import check_collector_url
 from agent.errors import ConfigurationError
 from agent.settings import AgentSettings, load_settings
 
@@ -24,7 +24,15 @@ def test_defaults():
     assert settings.active_status_set == {"active", "online"}
     assert settings.device_page_limit == 1000
     assert settings.state_dir == Path("./agent-state")
-    assert settings.query_offset == timedelta(seconds=30)
+    assert settings.query_offset is None
+    assert settings.effective_query_offset == timedelta(seconds=15)
+    assert settings.effective_jitter == timedelta(minutes=6)
+    assert settings.max_catchup == timedelta(days=7)
+    assert settings.partial_after == timedelta(hours=1)
+    assert settings.spool_max_reports == 1000
+    assert settings.leader_election is False
+    assert settings.lease_name == "usage-agent"
+    assert settings.test_crash_at is None
     assert settings.scrape_interval == timedelta(seconds=15)
     assert settings.baseline_lookback == timedelta(days=1)
     assert settings.http_timeout == timedelta(seconds=10)
@@ -110,11 +118,49 @@ def test_blank_optional_values_are_unset(monkeypatch):
     assert settings.prometheus_url is None
 
 
-def test_missing_identity_is_a_clear_configuration_error():
+def test_missing_collector_url_is_a_clear_configuration_error():
     with pytest.raises(ConfigurationError) as caught:
-        check_identity(load_settings())
+        check_collector_url(load_settings())
 
-    message = str(caught.value)
-    assert "AGENT_CUSTOMER_ID" in message
-    assert "AGENT_INSTANCE_ID" in message
-    assert "AGENT_COLLECTOR_URL" in message
+    assert "AGENT_COLLECTOR_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["36d", "900h"])
+def test_catch_up_is_capped_at_stripes_35_days(monkeypatch, value):
+    monkeypatch.setenv("AGENT_MAX_CATCHUP", value)
+
+    with pytest.raises(ValidationError, match="35d"):
+        load_settings()
+
+
+def test_the_new_names_are_read_from_the_environment(monkeypatch):
+    for name, value in {
+        "AGENT_JITTER": "5m",
+        "AGENT_QUERY_OFFSET": "1m",
+        "AGENT_MAX_CATCHUP": "35d",
+        "AGENT_PARTIAL_AFTER": "3h",
+        "AGENT_SPOOL_MAX_REPORTS": "500",
+        "AGENT_LEADER_ELECTION": "true",
+        "AGENT_LEASE_NAME": "acme-usage",
+        "AGENT_POD_NAME": "agent-0",
+        "AGENT_NAMESPACE": "customer-acme",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+
+    assert settings.effective_jitter == timedelta(minutes=5)
+    assert settings.effective_query_offset == timedelta(minutes=1)
+    assert settings.max_catchup == timedelta(days=35)
+    assert settings.partial_after == timedelta(hours=3)
+    assert settings.spool_max_reports == 500
+    assert settings.leader_election is True
+    assert (settings.lease_name, settings.pod_name) == ("acme-usage", "agent-0")
+    assert settings.namespace == "customer-acme"
+
+
+def test_an_unknown_crash_point_is_refused(monkeypatch):
+    monkeypatch.setenv("AGENT_TEST_CRASH_AT", "somewhere")
+
+    with pytest.raises(ValidationError):
+        load_settings()

@@ -1,0 +1,113 @@
+"""Folding consecutive waiting reports into one that covers their combined window.
+
+The result bills exactly what the parts bill: ``increment`` values are summed, the newest
+``set`` value is kept and ``max`` takes the peak (``common.semantics.fold``, in window order).
+A metric missing from any part stays listed as missing, so a partial window is never hidden.
+The compacted report's id is ``derive_report_id`` over the combined window; since only reports
+that were never sent are folded, that id was never seen by the collector and no delivered
+report can be counted twice.
+
+A group never crosses a UTC billing-month boundary, must be contiguous, and may only hold
+metrics whose semantics the catalogue knows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+
+from agent.adapters.spool import SpoolEntry
+from agent.services.counters import as_report_number
+from common.catalogue import MetricCatalogue
+from common.schema import UsageReport
+from common.semantics import fold
+from common.windows import month_start
+
+
+class NotCompactable(ValueError):
+    """These reports cannot be folded into one (the message says why)."""
+
+
+def billing_month(report: UsageReport) -> datetime:
+    """The UTC month a report bills to: the month of the last instant of its window."""
+    return month_start(report.window_end - timedelta(microseconds=1))
+
+
+def compact_reports(reports: Sequence[UsageReport], catalogue: MetricCatalogue) -> UsageReport:
+    """One report for consecutive reports of one customer instance and one billing month."""
+    if len(reports) < 2:
+        raise NotCompactable("need at least two reports")
+    first = reports[0]
+    for previous, current in itertools.pairwise(reports):
+        if current.window_start != previous.window_end:
+            raise NotCompactable(f"{previous.window_end} and {current.window_start} not adjacent")
+    if any(
+        (r.customer_id, r.instance_id) != (first.customer_id, first.instance_id) for r in reports
+    ):
+        raise NotCompactable("reports of different customer instances")
+    if month_start(first.window_start) != billing_month(reports[-1]):
+        raise NotCompactable("the reports span a billing-month boundary")
+    names: list[str] = []
+    for report in reports:
+        names.extend(n for n in report.metrics if n not in names)
+    unknown = [n for n in names if n not in catalogue]
+    if unknown:
+        raise NotCompactable(f"no billing semantics known for {', '.join(unknown)}")
+    metrics: dict[str, int | float] = {}
+    for name in names:
+        folded = fold(
+            catalogue[name].semantics, (r.metrics[name] for r in reports if name in r.metrics)
+        )
+        if folded is not None:
+            metrics[name] = as_report_number(folded)
+    missing: list[str] = []
+    for report in reports:
+        missing.extend(m for m in report.missing if m not in missing)
+    active = [r.active_devices for r in reports if r.active_devices is not None]
+    total = [r.total_devices for r in reports if r.total_devices is not None]
+    try:
+        return UsageReport(
+            customer_id=first.customer_id,
+            instance_id=first.instance_id,
+            window_start=first.window_start,
+            window_end=reports[-1].window_end,
+            metrics=metrics,
+            active_devices=active[-1] if active else None,
+            total_devices=total[-1] if total else None,
+            partial=any(r.partial for r in reports),
+            missing=missing,
+            agent_version=reports[-1].agent_version,
+        )
+    except ValidationError as exc:
+        raise NotCompactable(f"the folded report is not valid: {exc}") from exc
+
+
+def compactable_run(entries: Sequence[SpoolEntry], size: int) -> list[SpoolEntry]:
+    """The oldest run of at most ``size`` adjacent, never-sent entries within one billing month.
+
+    ``entries`` are oldest first. Returns fewer than two entries when nothing can be folded.
+    """
+    best: list[SpoolEntry] = []
+    run: list[SpoolEntry] = []
+    for entry in entries:
+        fits = (
+            not entry.ever_sent
+            and run
+            and entry.report.window_start == run[-1].report.window_end
+            and billing_month(entry.report) == month_start(run[0].report.window_start)
+        )
+        if fits:
+            run.append(entry)
+        else:
+            if len(run) >= 2:
+                return run
+            run = [] if entry.ever_sent else [entry]
+            if run and billing_month(entry.report) != month_start(entry.report.window_start):
+                run = []  # a single report already spanning months cannot start a group
+        if len(run) >= size:
+            return run
+    best = run if len(run) >= 2 else []
+    return best

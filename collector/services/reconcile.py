@@ -1,0 +1,186 @@
+"""Reconciliation and invoice preview: the collector's view of a period beside Stripe's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import stripe
+
+from collector.adapters.db.links import LinkStore
+from collector.adapters.db.outbox import OutboxStore
+from collector.adapters.stripe.catalog import StripeCatalog
+from collector.adapters.stripe.client import LEGACY_API_VERSION, translate
+from collector.adapters.stripe.subscriptions import as_dict
+from collector.errors import CustomerNotLinked, StripeNotConfigured
+from collector.services.forwarder import period_of
+from collector.services.usage import UsageService
+from collector.settings import StripeMode
+from common.catalogue import MetricCatalogue
+from common.clock import Clock
+from common.windows import Window
+
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class MetricReconciliation:
+    metric: str
+    semantics: str
+    collector_value: Decimal | None
+    collector_billable: int | None
+    delivered: int | None
+    stripe_value: Decimal | None
+    in_sync: bool
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    customer_id: str
+    stripe_customer_id: str
+    period: Window
+    metrics: list[MetricReconciliation]
+    pending_forwards: int
+
+    @property
+    def in_sync(self) -> bool:
+        return all(m.in_sync for m in self.metrics)
+
+
+def _floor_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _ceil_minute(moment: datetime) -> datetime:
+    floored = _floor_minute(moment)
+    return floored if floored == moment else floored + MINUTE
+
+
+class ReconcileService:
+    def __init__(
+        self,
+        client: stripe.StripeClient | None,
+        mode: StripeMode,
+        links: LinkStore,
+        outbox: OutboxStore,
+        usage: UsageService,
+        catalogue: MetricCatalogue,
+        clock: Clock,
+    ) -> None:
+        self._client = client
+        self._mode = mode
+        self._links = links
+        self._outbox = outbox
+        self._usage = usage
+        self._catalogue = catalogue
+        self._clock = clock
+
+    def _stripe(self) -> stripe.StripeClient:
+        if self._client is None:
+            raise StripeNotConfigured("COLLECTOR_STRIPE_API_KEY is not set")
+        return self._client
+
+    async def _link(self, customer_id: str) -> Any:
+        link = await self._links.get(customer_id)
+        if link is None:
+            raise CustomerNotLinked(
+                f"customer {customer_id!r} is not linked to Stripe", field="customer_id"
+            )
+        return link
+
+    async def reconcile(self, customer_id: str, at: datetime | None = None) -> Reconciliation:
+        """The current billing period's totals per metric: stored, delivered and in Stripe."""
+        link = await self._link(customer_id)
+        client = self._stripe()
+        moment = at or self._clock.now()
+        period = period_of(moment, await self._links.periods(customer_id))
+        _, _, totals = await self._usage.totals(customer_id, period.start, period.end)
+        stored = {t.name: t.value for t in totals}
+        meters = (
+            {} if self._mode is StripeMode.USAGE_RECORDS else await StripeCatalog(client).meters()
+        )
+        rows = []
+        for name in self._catalogue.names:
+            definition = self._catalogue[name]
+            value = stored.get(name)
+            billable = definition.to_billable(value) if value is not None else None
+            state = await self._outbox.state(customer_id, name, period.start)
+            if self._mode is StripeMode.USAGE_RECORDS:
+                remote = await self._legacy_total(client, customer_id, definition.price_lookup_key)
+            else:
+                meter = meters.get(definition.meter_event_name)
+                remote = (
+                    await self._meter_total(client, meter, link.stripe_customer_id, period)
+                    if meter
+                    else None
+                )
+            expected = Decimal(billable) if billable is not None else None
+            in_sync = (remote or Decimal(0)) == (expected or Decimal(0))
+            rows.append(
+                MetricReconciliation(
+                    name,
+                    definition.semantics.value,
+                    value,
+                    billable,
+                    state.billed_total if state else None,
+                    remote,
+                    in_sync,
+                )
+            )
+        waiting = (await self._outbox.counts())["forwards"]
+        pending = waiting.get("pending", 0) + waiting.get("batched", 0)
+        return Reconciliation(customer_id, link.stripe_customer_id, period, rows, pending)
+
+    async def _meter_total(
+        self,
+        client: stripe.StripeClient,
+        meter: dict[str, Any],
+        stripe_customer: str,
+        period: Window,
+    ) -> Decimal:
+        try:
+            page = await client.v1.billing.meters.event_summaries.list_async(
+                meter["id"],
+                {
+                    "customer": stripe_customer,
+                    "start_time": int(_floor_minute(period.start).timestamp()),
+                    "end_time": int(_ceil_minute(period.end).timestamp()),
+                },
+            )
+        except stripe.StripeError as exc:
+            raise translate(exc) from exc
+        summaries = [as_dict(s) for s in page.data]
+        return sum((Decimal(str(s.get("aggregated_value", 0))) for s in summaries), Decimal(0))
+
+    async def _legacy_total(
+        self, client: stripe.StripeClient, customer_id: str, lookup_key: str
+    ) -> Decimal | None:
+        item = await self._links.item(customer_id, lookup_key)
+        if item is None:
+            return None
+        try:
+            response = await client.raw_request_async(
+                "get",
+                f"/v1/subscription_items/{item.subscription_item_id}/usage_record_summaries",
+                stripe_version=LEGACY_API_VERSION,
+            )
+        except stripe.StripeError as exc:
+            raise translate(exc) from exc
+        body = client.deserialize(response, api_mode="V1").to_dict()
+        data = body.get("data") or []
+        return Decimal(str(data[0].get("total_usage", 0))) if data else Decimal(0)
+
+    async def invoice_preview(self, customer_id: str) -> dict[str, Any]:
+        """Stripe's preview of the customer's upcoming invoice, metered lines included."""
+        link = await self._link(customer_id)
+        client = self._stripe()
+        params: dict[str, Any] = {"customer": link.stripe_customer_id}
+        if link.subscription_id:
+            params["subscription"] = link.subscription_id
+        try:
+            invoice = await client.v1.invoices.create_preview_async(params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise translate(exc) from exc
+        return as_dict(invoice)

@@ -1,0 +1,73 @@
+"""Secret redaction for log lines and error text: known secret shapes and registered values."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+MIN_REGISTERED_LENGTH = 6
+
+# Shapes that are secret wherever they appear, so an unregistered secret (one echoed back by a
+# server, or read from a file the process never registered) is still hidden.
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{4,}"), REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{4,}"), REDACTED),
+    (re.compile(r"\bum[tk]_[A-Za-z0-9_-]{8,}"), REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {REDACTED}"),
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),
+    (re.compile(r"(?i)\b(password|passwd|pwd)(\s*[=:]\s*)[^\s,;&'\"]+"), rf"\1\2{REDACTED}"),
+)
+
+_lock = threading.Lock()
+_registered: frozenset[str] = frozenset()
+
+
+def register_secret(*values: str | None) -> None:
+    """Hide these exact values from now on (short values are ignored: they would hide words)."""
+    global _registered
+    fresh = {v for v in values if v and len(v) >= MIN_REGISTERED_LENGTH}
+    if fresh:
+        with _lock:
+            _registered = _registered | fresh
+
+
+def forget_secrets() -> None:
+    """Drop every registered value (tests)."""
+    global _registered
+    with _lock:
+        _registered = frozenset()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every secret-shaped token replaced."""
+    for value in sorted(_registered, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """Strings redacted, containers walked, anything else turned into redacted text if needed."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(item) for item in value]
+    return redact(str(value))
+
+
+def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """A structlog processor: runs after exceptions are rendered, before the renderer."""
+    for key, value in list(event.items()):
+        if key.startswith("_"):
+            continue
+        event[key] = redact_value(value)
+    return event
