@@ -35,7 +35,7 @@ class Harness:
     settings: CollectorSettings
     prices: dict[str, str] = field(default_factory=dict)
 
-    async def subscribe(self, customer_id: str) -> str:
+    async def subscribe(self, customer_id: str, extra_prices: tuple[str, ...] = ()) -> str:
         """A Stripe customer subscribed to the metered prices, linked as a webhook would."""
         assert self.services.stripe is not None
         client = self.services.stripe.client
@@ -45,7 +45,10 @@ class Harness:
         subscription = await client.v1.subscriptions.create_async(
             {
                 "customer": customer.id,
-                "items": [{"price": self.prices[key]} for key in PRICE_KEYS],
+                "items": [
+                    *({"price": price} for price in extra_prices),
+                    *({"price": self.prices[key]} for key in PRICE_KEYS),
+                ],
                 "metadata": {"customer_id": customer_id},
                 "expand": ["items.data.price"],
             }

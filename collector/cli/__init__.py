@@ -17,7 +17,7 @@ from collector.adapters.db.migrate import current_revision, head_revision, upgra
 from collector.adapters.stripe.catalog import StripeCatalog
 from collector.adapters.stripe.client import StripeConnection
 from collector.api.app import create_app
-from collector.credentials_cli import keys, tokens
+from collector.cli.credentials import keys, tokens
 from collector.errors import CollectorError, StripeNotConfigured
 from collector.secrets import register_settings_secrets
 from collector.services.forwarding_setup import stripe_connection

@@ -1,0 +1,187 @@
+"""The seed's bill as an invoice preview, and Stripe webhooks keeping customers linked."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import stripe
+
+from collector.services.webhooks import InvalidSignature
+from common.clock import ManualClock
+from tests.support.forwarding import harness, hourly_report, new_customer
+from tests.support.stripe_sandbox import Sandbox
+
+SECRET = "whsec_test_secret"
+
+
+def starter_plan(client: stripe.StripeClient) -> str:
+    """The seed's Starter plan: $29 base, 5 devices included, then $5 per device."""
+    product = client.v1.products.create({"name": "Starter Plan"})
+    meter = client.v1.billing.meters.create(
+        {
+            "display_name": "devices",
+            "event_name": "device_usage",
+            "default_aggregation": {"formula": "last"},
+        }
+    )
+    client.v1.prices.create(
+        {
+            "currency": "usd",
+            "product": product.id,
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
+            "tiers": [{"up_to": 5, "unit_amount": 0}, {"up_to": "inf", "unit_amount": 500}],
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+            "lookup_key": "device_usage",
+        }
+    )
+    base = client.v1.prices.create(
+        {
+            "currency": "usd",
+            "product": product.id,
+            "unit_amount": 2900,
+            "recurring": {"interval": "month"},
+            "lookup_key": "starter_base",
+        }
+    )
+    return str(base.id)
+
+
+async def test_eight_devices_on_starter_preview_as_44_dollars(
+    stripe_sandbox: Sandbox, sandbox_clock: ManualClock, tmp_path: Path
+) -> None:
+    base_price = starter_plan(stripe_sandbox.client)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
+    async with harness(stripe_sandbox.url, sandbox_clock, url, "meter_events") as h:
+        customer = new_customer()
+        await h.subscribe(customer, extra_prices=(base_price,))
+        start = h.clock.now()
+        for hour, devices in enumerate([6, 8, 8], start=1):
+            h.clock.set(start + timedelta(hours=hour, minutes=1))
+            await h.ingest(hourly_report(customer, start, hour, devices=devices))
+            await h.settle()
+        invoice = await h.services.reconciler.invoice_preview(customer)
+    assert invoice["total"] == 4400
+    amounts = sorted(line["amount"] for line in invoice["lines"]["data"])
+    assert 2900 in amounts
+    assert 1500 in amounts
+
+
+def signed(payload: dict, secret: str = SECRET, at: int | None = None) -> tuple[bytes, str]:
+    body = json.dumps(payload).encode()
+    stamp = at or int(time.time())
+    signature = stripe.WebhookSignature._compute_signature(f"{stamp}.{body.decode()}", secret)
+    return body, f"t={stamp},v1={signature}"
+
+
+def subscription_event(event_id: str, customer_id: str, stripe_customer: str) -> dict:
+    start = int(time.time())
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": "customer.subscription.created",
+        "data": {
+            "object": {
+                "id": "sub_webhook",
+                "object": "subscription",
+                "customer": stripe_customer,
+                "status": "active",
+                "metadata": {"customer_id": customer_id},
+                "items": {
+                    "data": [
+                        {
+                            "id": "si_devices",
+                            "price": {"id": "price_d", "lookup_key": "device_usage"},
+                            "current_period_start": start,
+                            "current_period_end": start + 30 * 86400,
+                        }
+                    ]
+                },
+            }
+        },
+    }
+
+
+@pytest.fixture
+async def webhook_harness(stripe_sandbox: Sandbox, sandbox_clock: ManualClock, tmp_path: Path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    async with harness(
+        stripe_sandbox.url, sandbox_clock, url, "meter_events", stripe_webhook_secret=SECRET
+    ) as h:
+        yield h
+
+
+async def test_subscription_webhook_links_the_customer_once(webhook_harness) -> None:
+    webhooks = webhook_harness.services.webhooks
+    body, signature = signed(subscription_event("evt_1", "cust_w", "cus_W"))
+    first = await webhooks.handle(body, signature)
+    again = await webhooks.handle(body, signature)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    link = await webhook_harness.services.links.get("cust_w")
+    assert link is not None
+    assert (link.stripe_customer_id, link.subscription_id) == ("cus_W", "sub_webhook")
+    item = await webhook_harness.services.links.item("cust_w", "device_usage")
+    assert item is not None
+    assert item.subscription_item_id == "si_devices"
+
+
+@pytest.mark.parametrize(
+    ("secret", "age"), [("whsec_wrong", 0), (SECRET, 301)], ids=["bad-signature", "too-old"]
+)
+async def test_bad_or_old_signatures_are_refused_and_store_nothing(
+    webhook_harness,
+    secret: str,
+    age: int,
+) -> None:
+    body, signature = signed(
+        subscription_event("evt_2", "cust_x", "cus_X"), secret, at=int(time.time()) - age
+    )
+    with pytest.raises(InvalidSignature):
+        await webhook_harness.services.webhooks.handle(body, signature)
+    assert await webhook_harness.services.links.get("cust_x") is None
+    assert not await webhook_harness.services.links.seen("evt_2")
+
+
+async def test_meter_error_report_marks_the_named_forwards(
+    stripe_sandbox: Sandbox,
+    webhook_harness,
+) -> None:
+    h = webhook_harness
+    customer = new_customer()
+    await h.subscribe(customer)
+    start = h.clock.now()
+    h.clock.set(start + timedelta(hours=1, minutes=1))
+    await h.ingest(hourly_report(customer, start, 1, mqtt_messages=40))
+    await h.settle()
+    sent = await h.services.outbox.batches("sent")
+    identifier = sent[0].identifier
+    event = {
+        "id": "evt_meter_err",
+        "object": "v2.core.event",
+        "type": "v1.billing.meter.error_report_triggered",
+        "data": {
+            "reason": {
+                "error_types": [
+                    {
+                        "code": "meter_event_invalid_value",
+                        "sample_errors": [
+                            {
+                                "error_message": "value is invalid",
+                                "request": {"identifier": identifier},
+                            }
+                        ],
+                    }
+                ]
+            }
+        },
+    }
+    body, signature = signed(event)
+    outcome = await h.services.webhooks.handle(body, signature)
+    assert outcome.action.startswith("1 of 1")
+    dead = await h.services.outbox.batches("dead")
+    assert [b.identifier for b in dead] == [identifier]
+    assert "value is invalid" in (dead[0].last_error or "")
