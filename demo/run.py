@@ -1,8 +1,9 @@
 """`make demo`: the whole system on loopback, checked against the ground truth.
 
-A collector on SQLite, a simulated customer instance (device API and an MQTT message counter that
-grows by a known amount and restarts once), and one agent reporting every few seconds. At the end
-the collector's totals are printed beside the truth, and the demo exits 0 only if they agree.
+A Stripe sandbox, a collector on SQLite forwarding to it, a simulated customer instance (device
+API and an MQTT message counter that grows by a known amount and restarts once), and one agent
+reporting every few seconds. At the end the collector's totals and what Stripe would bill are
+printed beside the ground truth, and the demo exits 0 only if all three agree.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ import httpx
 
 from demo.processes import BIN, Processes, free_port, wait_until_ready
 from demo.simulator import Simulator
+from demo.stripe_phase import (
+    API_KEY,
+    WEBHOOK_SECRET,
+    stripe_view,
+    subscribe,
+    wait_for_link,
+    wait_forwarded,
+)
 
 CUSTOMER = "cust_demo"
 
@@ -76,13 +85,15 @@ def wait_for_report_after(
     raise RuntimeError("the agent's last report did not reach the collector in time")
 
 
-def print_table(rows: list[tuple[str, str, str, bool]]) -> None:
-    header = ("metric", "collector", "ground truth", "")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(3)]
-    print(f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}")
-    for name, stored, truth, ok in rows:
-        mark = "ok" if ok else "MISMATCH"
-        print(f"{name:<{widths[0]}}  {stored:>{widths[1]}}  {truth:>{widths[2]}}  {mark}")
+def print_table(rows: list[tuple[str, str, str, str, bool]]) -> None:
+    header = ("metric", "collector", "Stripe", "ground truth", "")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for name, stored, billed, truth, ok in [(*header[:4], True), *rows]:
+        mark = "" if name == "metric" else ("ok" if ok else "MISMATCH")
+        print(
+            f"{name:<{widths[0]}}  {stored:>{widths[1]}}  {billed:>{widths[2]}}  "
+            f"{truth:>{widths[3]}}  {mark}"
+        )
 
 
 def main() -> int:
@@ -96,11 +107,33 @@ def main() -> int:
     stop_traffic = threading.Event()
     print(f"demo: logs and databases in {workdir}")
     try:
-        collector_port = free_port()
+        collector_port, sandbox_port = free_port(), free_port()
         collector_url = f"http://127.0.0.1:{collector_port}"
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        sandbox = processes.start(
+            "stripe-sandbox",
+            [
+                "usage-collector",
+                "stripe",
+                "sandbox",
+                "--port",
+                str(sandbox_port),
+                "--webhook-url",
+                f"{collector_url}/api/stripe/webhook",
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+            ],
+            {},
+        )
+        wait_until_ready(f"{sandbox_url}/_sandbox/health", sandbox)
+        print(f"demo: Stripe sandbox at {sandbox_url} (no Stripe account needed)")
         collector_env = {
             "COLLECTOR_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'usage.db'}",
-            "COLLECTOR_STRIPE_MODE": "off",
+            "COLLECTOR_STRIPE_MODE": "meter_events",
+            "COLLECTOR_STRIPE_API_KEY": API_KEY,
+            "COLLECTOR_STRIPE_API_BASE": sandbox_url,
+            "COLLECTOR_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "COLLECTOR_FORWARDER_IDLE_SLEEP": "0.2",
             "COLLECTOR_LOG_JSON": "true",
         }
         collector = processes.start(
@@ -115,6 +148,24 @@ def main() -> int:
         viewer = {"authorization": f"Bearer {viewer_key}"}
         print("demo: created an ingest token for the agent and a viewer key for the checks")
         print(f"demo: collector ready at {collector_url}")
+        setup = subprocess.run(
+            [str(BIN / "usage-collector"), "stripe", "setup"],
+            env={**os.environ, **collector_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print("demo: `usage-collector stripe setup` created the meters and prices:")
+        print(
+            "\n".join(
+                f"      {line}"
+                for line in setup.stdout.splitlines()
+                if line[:5] in {"meter", "price"}
+            )
+        )
+        stripe_customer = subscribe(sandbox_url, CUSTOMER)
+        wait_for_link(collector_url, CUSTOMER, viewer)
+        print(f"demo: subscribed {CUSTOMER} as {stripe_customer}; the webhook linked it")
         with Simulator(devices=25, active=18, page_size=10) as simulator:
             agent = processes.start(
                 "agent",
@@ -154,16 +205,36 @@ def main() -> int:
                 "mqtt_messages": Decimal(simulator.truth_since_first_scrape()),
                 "devices": Decimal(simulator.active_devices),
             }
+        status = wait_forwarded(collector_url, viewer)
+        billed, preview = stripe_view(collector_url, CUSTOMER, viewer)
         rows = [
-            (name, str(totals.get(name, "-")), str(value), totals.get(name) == value)
+            (
+                name,
+                str(totals.get(name, "-")),
+                str(billed.get(name, "-")),
+                str(value),
+                totals.get(name) == value and billed.get(name) == value,
+            )
             for name, value in truth.items()
         ]
         print()
         print_table(rows)
+        print()
+        print(
+            f"Stripe calls: {status['batches'].get('sent', 0)} for "
+            f"{status['forwards'].get('sent', 0) + status['forwards'].get('superseded', 0)} "
+            f"report metrics ({status['calls_saved']} saved by coalescing and skipping)"
+        )
+        print(f"Invoice preview for {CUSTOMER}:")
+        for line in preview["lines"]:
+            print(
+                f"  {line['description'] or line['lookup_key']:<50} ${line['amount'] / 100:>9.2f}"
+            )
+        print(f"  {'total':<50} ${preview['total'] / 100:>9.2f}")
         agreed = all(ok for *_, ok in rows)
         print()
         print(
-            "demo: the collector's totals match the ground truth"
+            "demo: collector, Stripe and the ground truth agree"
             if agreed
             else f"demo: MISMATCH; logs in {workdir}"
         )
