@@ -42,6 +42,8 @@ demo: venv
 bench: venv
 	WITH_LOAD_TOOLS=1 .ci/install-servers
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.agent
+	$(BIN)/python -m bench.forwarding
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm
