@@ -10,7 +10,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from common.windows import as_utc
 
@@ -74,6 +81,19 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
+def _check_metrics(metrics: dict[str, float | int]) -> dict[str, float | int]:
+    for name, value in metrics.items():
+        check_metric_value(name, value)
+    return metrics
+
+
+Metrics = Annotated[
+    dict[str, float | int],
+    BeforeValidator(check_metric_types),
+    AfterValidator(_check_metrics),
+]
+
+
 def derive_report_id(
     customer_id: str, instance_id: str, window_start: datetime, window_end: datetime
 ) -> uuid.UUID:
@@ -98,24 +118,12 @@ class UsageReport(BaseModel):
     instance_id: Identifier
     window_start: UtcDatetime
     window_end: UtcDatetime
-    metrics: dict[str, float | int] = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
+    metrics: Metrics = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
     active_devices: int | None = Field(default=None, ge=0)
     total_devices: int | None = Field(default=None, ge=0)
     partial: bool = False
     missing: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
     agent_version: str | None = Field(default=None, max_length=64)
-
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _check_metric_types(cls, metrics: Any) -> Any:
-        return check_metric_types(metrics)
-
-    @field_validator("metrics")
-    @classmethod
-    def _check_metrics(cls, metrics: dict[str, float | int]) -> dict[str, float | int]:
-        for name, value in metrics.items():
-            check_metric_value(name, value)
-        return metrics
 
     @model_validator(mode="after")
     def _check_window_and_id(self) -> UsageReport:
@@ -173,19 +181,7 @@ class LegacyUsageReport(BaseModel):
     instance_id: Identifier
     active_devices: int | None = Field(default=None, ge=0)
     total_devices: int | None = Field(default=None, ge=0)
-    metrics: dict[str, float | int] = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
-
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _check_metric_types(cls, metrics: Any) -> Any:
-        return check_metric_types(metrics)
-
-    @field_validator("metrics")
-    @classmethod
-    def _check_metrics(cls, metrics: dict[str, float | int]) -> dict[str, float | int]:
-        for name, value in metrics.items():
-            check_metric_value(name, value)
-        return metrics
+    metrics: Metrics = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
 
 
 def is_legacy_body(body: Any) -> bool:

@@ -118,3 +118,12 @@ def translate(error: Exception) -> Exception:
             return StripeTransient(message, status=status, retry_after=_retry_after(error))
         return StripePermanent(message, status=status)
     return error
+
+
+def outcome_of(error: Exception) -> Delivered | Exception:
+    """A failed send as a sender reports it: delivered (duplicate identifier) or an error."""
+    if isinstance(error, stripe.StripeError):
+        if is_duplicate(error):
+            return Delivered(status=error.http_status or 400, duplicate=True)
+        return translate(error)
+    return StripeTransient(f"cannot reach Stripe: {type(error).__name__}")

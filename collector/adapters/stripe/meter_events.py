@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import stripe
 
-from collector.adapters.stripe.client import Delivered, OutgoingEvent, is_duplicate, translate
-from collector.errors import StripeTransient
+from collector.adapters.stripe.client import Delivered, OutgoingEvent, outcome_of
 
 
 class MeterEventsSender:
@@ -36,10 +35,6 @@ class MeterEventsSender:
                 },
                 {"idempotency_key": event.identifier},
             )
-        except stripe.StripeError as exc:
-            if is_duplicate(exc):
-                return Delivered(status=exc.http_status or 400, duplicate=True)
-            return translate(exc)
         except Exception as exc:
-            return StripeTransient(f"cannot reach Stripe: {type(exc).__name__}")
+            return outcome_of(exc)
         return Delivered(status=200)

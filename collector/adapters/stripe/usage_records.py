@@ -10,10 +10,9 @@ from collector.adapters.stripe.client import (
     LEGACY_API_VERSION,
     Delivered,
     OutgoingEvent,
-    is_duplicate,
-    translate,
+    outcome_of,
 )
-from collector.errors import StripePermanent, StripeTransient
+from collector.errors import StripePermanent
 
 ACTIONS = {"increment": "increment", "set": "set", "max": "set"}
 ItemResolver = Callable[[str, str], Awaitable[str]]
@@ -50,10 +49,6 @@ class UsageRecordsSender:
             )
         except StripePermanent as exc:
             return exc
-        except stripe.StripeError as exc:
-            if is_duplicate(exc):
-                return Delivered(status=exc.http_status or 400, duplicate=True)
-            return translate(exc)
         except Exception as exc:
-            return StripeTransient(f"cannot reach Stripe: {type(exc).__name__}")
+            return outcome_of(exc)
         return Delivered(status=200)
