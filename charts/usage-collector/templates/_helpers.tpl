@@ -114,9 +114,25 @@ One projected volume combines the chart's Secret and any existing ones.
 - name: COLLECTOR_STRIPE_MAX_RPS
   value: {{ .Values.stripe.maxRps | toString | quote }}
 {{- end }}
+{{- if not .Values.stripe.coalesce }}
+- name: COLLECTOR_STRIPE_COALESCE
+  value: "false"
+{{- end }}
+{{- if not (kindIs "invalid" .Values.stripe.concurrency) }}
+- name: COLLECTOR_STRIPE_CONCURRENCY
+  value: {{ .Values.stripe.concurrency | int | toString | quote }}
+{{- end }}
 {{- if .Values.auth.disabled }}
 - name: COLLECTOR_AUTH_DISABLED
   value: "true"
+{{- end }}
+{{- if not (kindIs "invalid" .Values.auth.rateLimitRps) }}
+- name: COLLECTOR_RATE_LIMIT_RPS
+  value: {{ .Values.auth.rateLimitRps | toString | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.auth.rateLimitBurst) }}
+- name: COLLECTOR_RATE_LIMIT_BURST
+  value: {{ .Values.auth.rateLimitBurst | int | toString | quote }}
 {{- end }}
 {{- with .Values.extraMetrics }}
 - name: COLLECTOR_EXTRA_METRICS

@@ -86,6 +86,7 @@ def test_postgresql_with_hpa_migrates_in_a_pre_install_hook(helm: Helm) -> None:
     assert rendered.one("Ingress")["spec"]["ingressClassName"] == "nginx"
     assert rendered.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
     assert rendered.one("ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "--no-migrate" in _deployment_container(rendered)["args"]
     secrets = deployment["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
     assert secrets == [
         {
@@ -153,3 +154,16 @@ def test_lint_passes(helm: Helm) -> None:
 
     assert not result["Errors"]
     assert all(message["Severity"] < 2 for message in result["Messages"])
+
+
+def test_forwarding_and_rate_limit_values_reach_the_environment(helm: Helm) -> None:
+    values = {
+        "stripe": {"coalesce": False, "concurrency": 8},
+        "auth": {"rateLimitRps": 50, "rateLimitBurst": 100},
+    }
+    rendered = helm.render("usage-collector", values, namespace=NAMESPACE)
+    env = {e["name"]: e.get("value") for e in _deployment_container(rendered)["env"]}
+    assert env["COLLECTOR_STRIPE_COALESCE"] == "false"
+    assert env["COLLECTOR_STRIPE_CONCURRENCY"] == "8"
+    assert env["COLLECTOR_RATE_LIMIT_RPS"] == "50"
+    assert env["COLLECTOR_RATE_LIMIT_BURST"] == "100"
