@@ -19,7 +19,7 @@ from typing import Protocol
 
 import structlog
 
-from collector.adapters.db.links import LinkStore
+from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.outbox import (
     Formation,
     MeterState,
@@ -272,8 +272,11 @@ class Forwarder:
         if not batches:
             return 0
         ready: list[tuple[BatchRow, OutgoingEvent]] = []
+        links: dict[str, Link | None] = {}
         for batch in batches:
-            event = await self._event_for(batch)
+            if batch.customer_id not in links:
+                links[batch.customer_id] = await self._links.get(batch.customer_id)
+            event = await self._event_for(batch, links[batch.customer_id])
             if event is not None:
                 ready.append((batch, event))
         chunks = [ready[i : i + per_call] for i in range(0, len(ready), per_call)]
@@ -289,8 +292,7 @@ class Forwarder:
         await asyncio.gather(*(deliver(chunk) for chunk in chunks))
         return len(batches)
 
-    async def _event_for(self, batch: BatchRow) -> OutgoingEvent | None:
-        link = await self._links.get(batch.customer_id)
+    async def _event_for(self, batch: BatchRow, link: Link | None) -> OutgoingEvent | None:
         if link is None:
             await self._outbox.reschedule(
                 batch,
@@ -319,22 +321,12 @@ class Forwarder:
         mode = self._config.mode
         now = self._clock.now()
         if isinstance(result, Delivered):
-            before = await self._outbox.state(batch.customer_id, batch.metric, batch.period_start)
-            if before is None:
-                before = MeterState(
-                    batch.customer_id,
-                    batch.metric,
-                    batch.period_start,
-                    batch.period_end,
-                    Decimal(0),
-                    0,
-                    None,
-                    None,
-                    None,
-                    0,
-                )
             acknowledged = await self._outbox.acknowledge(
-                batch, self._owner, now, state_after_send(before, batch), result.status
+                batch,
+                self._owner,
+                now,
+                lambda before: state_after_send(before, batch),
+                result.status,
             )
             outcome = "duplicate" if result.duplicate else "ok"
             self._metrics.stripe_calls.labels(mode, outcome).inc()

@@ -356,9 +356,18 @@ class OutboxStore:
             return [BatchRow(**dict(r._mapping)) for r in rows]
 
     async def acknowledge(
-        self, batch: BatchRow, owner: str, now: datetime, new_state: MeterState, status: int
+        self,
+        batch: BatchRow,
+        owner: str,
+        now: datetime,
+        advance: Callable[[MeterState], MeterState],
+        status: int,
     ) -> bool:
-        """Stripe accepted ``batch``: mark it and its members sent; record the delivered state."""
+        """Stripe accepted ``batch``: mark it and its members sent; advance the delivered state.
+
+        ``advance`` maps the period's state before this batch to the state after it, read and
+        written in the same transaction.
+        """
         async with self._engine.begin() as conn:
             done = await conn.execute(
                 update(BATCHES)
@@ -382,7 +391,20 @@ class OutboxStore:
             await conn.execute(
                 update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="sent")
             )
-            await self._save_state(conn, new_state)
+            states = await self._states(conn, batch.customer_id, batch.metric)
+            before = states.get(batch.period_start) or MeterState(
+                batch.customer_id,
+                batch.metric,
+                batch.period_start,
+                batch.period_end,
+                Decimal(0),
+                0,
+                None,
+                None,
+                None,
+                0,
+            )
+            await self._save_state(conn, advance(before))
             return True
 
     async def reschedule(
