@@ -284,13 +284,21 @@ class Forwarder:
 
         async def deliver(chunk: list[tuple[BatchRow, OutgoingEvent]]) -> None:
             async with semaphore:
-                await self._limiter.acquire()
-                results = await self._sender.send([event for _, event in chunk])
+                await self._prepare_sender()
+                async with self._limiter.slot():
+                    results = await self._sender.send([event for _, event in chunk])
                 for (batch, _), result in zip(chunk, results, strict=True):
                     await self._settle(batch, result)
 
         await asyncio.gather(*(deliver(chunk) for chunk in chunks))
         return len(batches)
+
+    async def _prepare_sender(self) -> None:
+        """Calls a sender makes before sending (a stream session) count against the limit too."""
+        needs_call = getattr(self._sender, "needs_call_before_send", None)
+        if needs_call is not None and needs_call():
+            async with self._limiter.slot():
+                await self._sender.prepare()  # type: ignore[attr-defined]
 
     async def _event_for(self, batch: BatchRow, link: Link | None) -> OutgoingEvent | None:
         if link is None:

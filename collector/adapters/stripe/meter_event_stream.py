@@ -64,6 +64,16 @@ class MeterEventStreamSender:
             assert self._stream_client is not None
             return self._stream_client
 
+    def needs_call_before_send(self) -> bool:
+        """Whether the next send must first open a session (one more call to Stripe)."""
+        return self._session is None or self._session[1] - SESSION_MARGIN <= self._clock.now()
+
+    async def prepare(self) -> None:
+        try:
+            await self._stream()
+        except stripe.StripeError:
+            self._session = None
+
     async def aclose(self) -> None:
         if self._stream_http is not None:
             await self._stream_http.close_async()  # type: ignore[no-untyped-call]

@@ -54,7 +54,7 @@ async def test_faults_leave_the_total_exact_and_no_dead_letters(
         stripe_sandbox.control.clear_faults()
 
         faulted = [c for c in stripe_sandbox.control.calls() if c.get("fault")]
-        assert len(faulted) > 20
+        assert len(faulted) >= 5
         for customer in customers:
             assert await billed(h, customer) == truth(windows[customer])
         status = await h.services.forwarding.status()
