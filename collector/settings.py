@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.catalogue import MetricCatalogue, parse_definitions
@@ -81,6 +81,12 @@ class CollectorSettings(BaseSettings):
     stripe_backoff_cap: float = Field(
         default=300.0, gt=0, description="Longest wait between retries of one batch (seconds)."
     )
+    stripe_lease: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a worker owns a claimed batch before another may resend it "
+        "(seconds); must exceed COLLECTOR_STRIPE_TIMEOUT.",
+    )
     forwarder_enabled: bool = Field(
         default=True, description="Run the outbox worker inside `serve` (off: forwards wait)."
     )
@@ -114,6 +120,15 @@ class CollectorSettings(BaseSettings):
         gt=0,
         description="Longest time a client may take to send its request body (seconds).",
     )
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> CollectorSettings:
+        if self.stripe_lease <= self.stripe_timeout:
+            raise ValueError(
+                "COLLECTOR_STRIPE_LEASE must be longer than COLLECTOR_STRIPE_TIMEOUT, or a slow "
+                "call's batch could be resent while the call is still running"
+            )
+        return self
 
     @field_validator("extra_metrics")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import stripe
 import structlog
@@ -173,6 +174,8 @@ def _make_forwarder(
         coalesce=settings.stripe_coalesce,
         backoff_cap=settings.stripe_backoff_cap,
         idle_sleep=settings.forwarder_idle_sleep,
+        lease=timedelta(seconds=settings.stripe_lease),
+        release_leases_on_start=settings.is_sqlite,
     )
     sender = make_sender(settings, client, links, clock)
     return Forwarder(outbox, links, sender, catalogue, clock, telemetry, config)

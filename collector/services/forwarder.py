@@ -57,7 +57,8 @@ class ForwarderConfig:
     coalesce: bool = True
     max_members: int = 500
     groups_per_round: int = 200
-    lease: timedelta = timedelta(seconds=120)
+    lease: timedelta = timedelta(seconds=60)
+    release_leases_on_start: bool = False
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
     unlinked_wait: timedelta = timedelta(seconds=60)
@@ -155,6 +156,10 @@ class Forwarder:
             max_rps=self._config.max_rps,
             owner=self._owner,
         )
+        if self._config.release_leases_on_start:
+            released = await self._outbox.release_leases()
+            if released:
+                log.info("released leases of a previous worker", batches=released)
         while not stop.is_set():
             try:
                 busy = await self.step()

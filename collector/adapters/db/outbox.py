@@ -407,6 +407,16 @@ class OutboxStore:
             await self._save_state(conn, advance(before))
             return True
 
+    async def release_leases(self) -> int:
+        """Free every lease; only for a database with a single worker (SQLite) at its start."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.state == "pending", BATCHES.c.lease_owner.is_not(None))
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount or 0)
+
     async def reschedule(
         self,
         batch: BatchRow,
