@@ -292,8 +292,7 @@ class Forwarder:
                 await self._prepare_sender()
                 async with self._limiter.slot():
                     results = await self._sender.send([event for _, event in chunk])
-                for (batch, _), result in zip(chunk, results, strict=True):
-                    await self._settle(batch, result)
+                await self._settle_chunk([batch for batch, _ in chunk], results)
 
         await asyncio.gather(*(deliver(chunk) for chunk in chunks))
         return len(batches)
@@ -330,25 +329,38 @@ class Forwarder:
             timestamp=batch.event_timestamp,
         )
 
-    async def _settle(self, batch: BatchRow, result: Delivered | Exception) -> None:
-        mode = self._config.mode
+    async def _settle_chunk(
+        self, batches: list[BatchRow], results: list[Delivered | Exception]
+    ) -> None:
+        """Acknowledge every delivered batch of one call together; handle failures one by one."""
+        delivered = [
+            (batch, result)
+            for batch, result in zip(batches, results, strict=True)
+            if isinstance(result, Delivered)
+        ]
         now = self._clock.now()
-        if isinstance(result, Delivered):
-            acknowledged = await self._outbox.acknowledge(
-                batch,
-                self._owner,
-                now,
-                lambda before: state_after_send(before, batch),
-                result.status,
-            )
+        acknowledged = await self._outbox.acknowledge_many(
+            [(batch, result.status) for batch, result in delivered],
+            self._owner,
+            now,
+            state_after_send,
+        )
+        for batch, result in delivered:
             outcome = "duplicate" if result.duplicate else "ok"
-            self._metrics.stripe_calls.labels(mode, outcome).inc()
-            if acknowledged:
+            self._metrics.stripe_calls.labels(self._config.mode, outcome).inc()
+            if batch.id in acknowledged:
                 self._metrics.forwarded.labels(batch.metric).inc(batch.members)
                 self._metrics.forward_lag.observe(
                     max(0.0, (now - batch.created_at).total_seconds())
                 )
-            return
+        for batch, failure in zip(batches, results, strict=True):
+            if not isinstance(failure, Delivered):
+                await self._settle(batch, failure)
+
+    async def _settle(self, batch: BatchRow, result: Exception) -> None:
+        """A failed call: dead-letter what Stripe refused for good, reschedule the rest."""
+        mode = self._config.mode
+        now = self._clock.now()
         if isinstance(result, StripePermanent):
             self._metrics.stripe_calls.labels(mode, "rejected").inc()
             self._metrics.dead_letters.labels(batch.metric).inc()

@@ -6,17 +6,23 @@ Invariants the database enforces: one forward per (report, metric); at most one 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, exists, func, select, text, update
+from sqlalchemy import Table, and_, bindparam, exists, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.outbox_records import (
+    Decide,
+    Formation,
+    MeterState,
+    NewBatch,
+    PendingForward,
+    state_from_row,
+)
 from collector.adapters.db.tables import (
     BatchRow,
     BillingPeriodRow,
@@ -27,6 +33,16 @@ from collector.adapters.db.tables import (
 )
 from collector.errors import DatabaseUnavailable
 
+__all__ = [
+    "Decide",
+    "Formation",
+    "MeterState",
+    "NewBatch",
+    "OutboxStore",
+    "PendingForward",
+    "enqueue",
+]
+
 FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
 BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
 STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
@@ -35,80 +51,8 @@ LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
 FORMATION_LOCK = 0x55534147  # any constant: one batch former at a time across replicas
 
 
-@dataclass(frozen=True)
-class PendingForward:
-    id: int
-    report_id: uuid.UUID
-    customer_id: str
-    metric: str
-    window_end: datetime
-    value: Decimal
-
-
-@dataclass(frozen=True)
-class MeterState:
-    customer_id: str
-    metric: str
-    period_start: datetime
-    period_end: datetime
-    raw_total: Decimal
-    billed_total: int
-    last_value: Decimal | None
-    newest_window_end: datetime | None
-    last_event_timestamp: datetime | None
-    calls: int
-
-
-@dataclass(frozen=True)
-class NewBatch:
-    customer_id: str
-    metric: str
-    semantics: str
-    mode: str
-    period_start: datetime
-    period_end: datetime
-    identifier: str
-    quantity: int
-    raw_value: Decimal
-    event_timestamp: datetime
-    newest_window_end: datetime
-    member_ids: tuple[int, ...]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Formation:
-    """What batch formation decided: store a batch, or settle members that need no call."""
-
-    batch: NewBatch | None = None
-    settled_ids: tuple[int, ...] = ()
-    settled_as: str = "sent"
-    state: MeterState | None = None
-
-
-Decide = Callable[
-    [list[PendingForward], list[tuple[datetime, datetime]], Callable[[datetime], MeterState]],
-    Formation | None,
-]
-
-
 def _upsert(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
-def _to_state(row: Any) -> MeterState:
-    return MeterState(
-        customer_id=row.customer_id,
-        metric=row.metric,
-        period_start=row.period_start,
-        period_end=row.period_end,
-        raw_total=Decimal(row.raw_total),
-        billed_total=row.billed_total,
-        last_value=Decimal(row.last_value) if row.last_value is not None else None,
-        newest_window_end=row.newest_window_end,
-        last_event_timestamp=row.last_event_timestamp,
-        calls=row.calls,
-    )
 
 
 async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:
@@ -255,7 +199,7 @@ class OutboxStore:
         rows = await conn.execute(
             select(STATE).where(STATE.c.customer_id == customer_id, STATE.c.metric == metric)
         )
-        return {r.period_start: _to_state(r) for r in rows.all()}
+        return {r.period_start: state_from_row(r) for r in rows.all()}
 
     async def _has_open_batch(self, conn: AsyncConnection, customer_id: str, metric: str) -> bool:
         found = await conn.execute(
@@ -299,29 +243,35 @@ class OutboxStore:
         )
 
     async def _save_state(self, conn: AsyncConnection, state: MeterState) -> None:
-        values = {
-            "customer_id": state.customer_id,
-            "metric": state.metric,
-            "period_start": state.period_start,
-            "period_end": state.period_end,
-            "raw_total": str(state.raw_total),
-            "billed_total": state.billed_total,
-            "last_value": str(state.last_value) if state.last_value is not None else None,
-            "newest_window_end": state.newest_window_end,
-            "last_event_timestamp": state.last_event_timestamp,
-            "calls": state.calls,
-            "updated_at": state.newest_window_end or state.period_start,
-        }
-        statement = _upsert(conn, STATE).values(values)
+        await self._save_states(conn, [state])
+
+    async def _save_states(self, conn: AsyncConnection, states: Sequence[MeterState]) -> None:
+        """Upsert delivered states in one statement."""
+        if not states:
+            return
+        rows = [
+            {
+                "customer_id": state.customer_id,
+                "metric": state.metric,
+                "period_start": state.period_start,
+                "period_end": state.period_end,
+                "raw_total": str(state.raw_total),
+                "billed_total": state.billed_total,
+                "last_value": str(state.last_value) if state.last_value is not None else None,
+                "newest_window_end": state.newest_window_end,
+                "last_event_timestamp": state.last_event_timestamp,
+                "calls": state.calls,
+                "updated_at": state.newest_window_end or state.period_start,
+            }
+            for state in states
+        ]
+        statement = _upsert(conn, STATE)
+        keys = ("customer_id", "metric", "period_start")
         statement = statement.on_conflict_do_update(
-            index_elements=["customer_id", "metric", "period_start"],
-            set_={
-                k: v
-                for k, v in values.items()
-                if k not in ("customer_id", "metric", "period_start")
-            },
+            index_elements=list(keys),
+            set_={k: statement.excluded[k] for k in rows[0] if k not in keys},
         )
-        await conn.execute(statement)
+        await conn.execute(statement, rows)
 
     async def claim_due(
         self, owner: str, now: datetime, lease: timedelta, limit: int
@@ -355,57 +305,80 @@ class OutboxStore:
             ).all()
             return [BatchRow(**dict(r._mapping)) for r in rows]
 
-    async def acknowledge(
+    async def acknowledge_many(
         self,
-        batch: BatchRow,
+        delivered: Sequence[tuple[BatchRow, int]],
         owner: str,
         now: datetime,
-        advance: Callable[[MeterState], MeterState],
-        status: int,
-    ) -> bool:
-        """Stripe accepted ``batch``: mark it and its members sent; advance the delivered state.
+        advance: Callable[[MeterState, BatchRow], MeterState],
+    ) -> set[int]:
+        """Stripe accepted these batches: mark them and their members sent in one transaction.
 
-        ``advance`` maps the period's state before this batch to the state after it, read and
-        written in the same transaction.
+        Only batches this worker still leases are settled; their ids are returned. ``advance``
+        maps a period's delivered state before a batch to the state after it.
         """
+        if not delivered:
+            return set()
+        by_id = {batch.id: (batch, status) for batch, status in delivered}
         async with self._engine.begin() as conn:
-            done = await conn.execute(
+            owned = {
+                row.id
+                for row in (
+                    await conn.execute(
+                        select(BATCHES.c.id).where(
+                            BATCHES.c.id.in_(by_id),
+                            BATCHES.c.state == "pending",
+                            BATCHES.c.lease_owner == owner,
+                        )
+                    )
+                ).all()
+            }
+            if not owned:
+                return set()
+            await conn.execute(
                 update(BATCHES)
-                .where(
-                    BATCHES.c.id == batch.id,
-                    BATCHES.c.state == "pending",
-                    BATCHES.c.lease_owner == owner,
-                )
+                .where(BATCHES.c.id == bindparam("b_id"))
                 .values(
                     state="sent",
                     sent_at=now,
-                    last_status=status,
+                    last_status=bindparam("b_status"),
                     last_error=None,
                     lease_owner=None,
                     lease_until=None,
                     attempts=BATCHES.c.attempts + 1,
+                ),
+                [{"b_id": i, "b_status": by_id[i][1]} for i in sorted(owned)],
+            )
+            await conn.execute(
+                update(FORWARDS).where(FORWARDS.c.batch_id.in_(owned)).values(state="sent")
+            )
+            batches = [by_id[i][0] for i in sorted(owned)]
+            keys = {(b.customer_id, b.metric, b.period_start) for b in batches}
+            rows = await conn.execute(
+                select(STATE).where(
+                    tuple_(STATE.c.customer_id, STATE.c.metric, STATE.c.period_start).in_(keys)
                 )
             )
-            if done.rowcount != 1:
-                return False
-            await conn.execute(
-                update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="sent")
-            )
-            states = await self._states(conn, batch.customer_id, batch.metric)
-            before = states.get(batch.period_start) or MeterState(
-                batch.customer_id,
-                batch.metric,
-                batch.period_start,
-                batch.period_end,
-                Decimal(0),
-                0,
-                None,
-                None,
-                None,
-                0,
-            )
-            await self._save_state(conn, advance(before))
-            return True
+            states = {
+                (r.customer_id, r.metric, r.period_start): state_from_row(r) for r in rows.all()
+            }
+            for batch in batches:
+                key = (batch.customer_id, batch.metric, batch.period_start)
+                before = states.get(key) or MeterState(
+                    batch.customer_id,
+                    batch.metric,
+                    batch.period_start,
+                    batch.period_end,
+                    Decimal(0),
+                    0,
+                    None,
+                    None,
+                    None,
+                    0,
+                )
+                states[key] = advance(before, batch)
+            await self._save_states(conn, [states[k] for k in keys])
+            return owned
 
     async def release_leases(self) -> int:
         """Free every lease; only for a database with a single worker (SQLite) at its start."""
@@ -548,7 +521,7 @@ class OutboxStore:
                     )
                 )
             ).first()
-            return _to_state(row) if row else None
+            return state_from_row(row) if row else None
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Forwards and batches by state."""
