@@ -186,14 +186,11 @@ class Forwarder:
                 return
 
     async def form_batches(self) -> int:
-        done = 0
-        for customer_id, metric in await self._outbox.groups_to_form(self._config.groups_per_round):
-            outcome = await self._outbox.form(
-                customer_id, metric, self._decide, max_members=self._config.max_members
-            )
-            if outcome is not None:
-                done += 1
-        return done
+        groups = await self._outbox.groups_to_form(self._config.groups_per_round)
+        outcomes = await self._outbox.form(
+            groups, self._decide, max_members=self._config.max_members
+        )
+        return len(outcomes)
 
     def _decide(
         self,

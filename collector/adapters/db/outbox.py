@@ -114,92 +114,113 @@ class OutboxStore:
             return [(r.customer_id, r.metric) for r in (await conn.execute(statement)).all()]
 
     async def form(
-        self, customer_id: str, metric: str, decide: Decide, *, max_members: int
-    ) -> Formation | None:
-        """Under the formation lock, let ``decide`` turn the group's oldest forwards into a batch.
+        self, groups: Sequence[tuple[str, str]], decide: Decide, *, max_members: int
+    ) -> list[Formation]:
+        """Under the formation lock, let ``decide`` turn each group's oldest forwards into a batch.
 
-        ``decide`` gets the waiting members (oldest window first), the customer's known billing
-        periods, and the delivered state of a period by its start.
+        One transaction for all ``groups``, with set-based reads and writes. ``decide`` gets a
+        group's waiting members (oldest window first), the customer's known billing periods, and
+        the delivered state of a period by its start.
         """
+        if not groups:
+            return []
         async with self._engine.begin() as conn:
             if not await self._lock_formation(conn):
-                return None
-            if await self._has_open_batch(conn, customer_id, metric):
-                return None
-            members = await self._waiting(conn, customer_id, metric, max_members)
-            if not members:
-                return None
-            periods = await self._periods(conn, customer_id)
-            states = await self._states(conn, customer_id, metric)
-
-            def state_of(period_start: datetime) -> MeterState:
-                return states.get(period_start) or MeterState(
-                    customer_id,
-                    metric,
-                    period_start,
-                    period_start,
-                    Decimal(0),
-                    0,
-                    None,
-                    None,
-                    None,
-                    0,
+                return []
+            pairs = tuple_(FORWARDS.c.customer_id, FORWARDS.c.metric)
+            busy = {
+                (r.customer_id, r.metric)
+                for r in (
+                    await conn.execute(
+                        select(BATCHES.c.customer_id, BATCHES.c.metric).where(
+                            BATCHES.c.state == "pending",
+                            tuple_(BATCHES.c.customer_id, BATCHES.c.metric).in_(groups),
+                        )
+                    )
+                ).all()
+            }
+            free = [g for g in groups if g not in busy]
+            if not free:
+                return []
+            waiting: dict[tuple[str, str], list[PendingForward]] = {g: [] for g in free}
+            rows = await conn.execute(
+                select(FORWARDS)
+                .where(FORWARDS.c.state == "pending", pairs.in_(free))
+                .order_by(
+                    FORWARDS.c.customer_id, FORWARDS.c.metric, FORWARDS.c.window_end, FORWARDS.c.id
                 )
+            )
+            for r in rows.all():
+                members = waiting[(r.customer_id, r.metric)]
+                if len(members) < max_members:
+                    members.append(
+                        PendingForward(
+                            r.id,
+                            r.report_id,
+                            r.customer_id,
+                            r.metric,
+                            r.window_end,
+                            Decimal(r.value),
+                        )
+                    )
+            customers = sorted({c for c, _ in free})
+            periods: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in customers}
+            for r in (
+                await conn.execute(select(PERIODS).where(PERIODS.c.customer_id.in_(customers)))
+            ).all():
+                periods[r.customer_id].append((r.period_start, r.period_end))
+            states = {
+                (r.customer_id, r.metric, r.period_start): state_from_row(r)
+                for r in (
+                    await conn.execute(
+                        select(STATE).where(tuple_(STATE.c.customer_id, STATE.c.metric).in_(free))
+                    )
+                ).all()
+            }
+            outcomes = []
+            for customer_id, metric in free:
+                members = waiting[(customer_id, metric)]
+                if not members:
+                    continue
 
-            outcome = decide(members, periods, state_of)
-            if outcome is None:
-                return None
-            if outcome.batch is not None:
-                await self._store_batch(conn, outcome.batch)
-            if outcome.settled_ids:
+                def state_of(start: datetime, c: str = customer_id, m: str = metric) -> MeterState:
+                    return states.get((c, m, start)) or MeterState(
+                        c, m, start, start, Decimal(0), 0, None, None, None, 0
+                    )
+
+                outcome = decide(members, periods[customer_id], state_of)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            await self._apply(conn, outcomes)
+            return outcomes
+
+    async def _apply(self, conn: AsyncConnection, outcomes: list[Formation]) -> None:
+        batches = [o.batch for o in outcomes if o.batch is not None]
+        if batches:
+            inserted = await conn.execute(
+                BATCHES.insert().returning(BATCHES.c.id, sort_by_parameter_order=True),
+                [_batch_row(b) for b in batches],
+            )
+            ids = [r.id for r in inserted.all()]
+            await conn.execute(
+                update(FORWARDS)
+                .where(FORWARDS.c.id == bindparam("f_id"), FORWARDS.c.state == "pending")
+                .values(state="batched", batch_id=bindparam("f_batch")),
+                [
+                    {"f_id": member, "f_batch": batch_id}
+                    for batch, batch_id in zip(batches, ids, strict=True)
+                    for member in batch.member_ids
+                ],
+            )
+        for settled_as in ("sent", "superseded"):
+            ids_settled = [i for o in outcomes if o.settled_as == settled_as for i in o.settled_ids]
+            if ids_settled:
                 await conn.execute(
                     update(FORWARDS)
-                    .where(FORWARDS.c.id.in_(outcome.settled_ids), FORWARDS.c.state == "pending")
-                    .values(state=outcome.settled_as)
+                    .where(FORWARDS.c.id.in_(ids_settled), FORWARDS.c.state == "pending")
+                    .values(state=settled_as)
                 )
-            if outcome.state is not None:
-                await self._save_state(conn, outcome.state)
-            return outcome
-
-    async def _waiting(
-        self, conn: AsyncConnection, customer_id: str, metric: str, limit: int
-    ) -> list[PendingForward]:
-        rows = (
-            await conn.execute(
-                select(FORWARDS)
-                .where(
-                    FORWARDS.c.customer_id == customer_id,
-                    FORWARDS.c.metric == metric,
-                    FORWARDS.c.state == "pending",
-                )
-                .order_by(FORWARDS.c.window_end, FORWARDS.c.id)
-                .limit(limit)
-            )
-        ).all()
-        return [
-            PendingForward(
-                r.id, r.report_id, r.customer_id, r.metric, r.window_end, Decimal(r.value)
-            )
-            for r in rows
-        ]
-
-    async def _periods(
-        self, conn: AsyncConnection, customer_id: str
-    ) -> list[tuple[datetime, datetime]]:
-        rows = await conn.execute(
-            select(PERIODS.c.period_start, PERIODS.c.period_end).where(
-                PERIODS.c.customer_id == customer_id
-            )
-        )
-        return [(r.period_start, r.period_end) for r in rows.all()]
-
-    async def _states(
-        self, conn: AsyncConnection, customer_id: str, metric: str
-    ) -> dict[datetime, MeterState]:
-        rows = await conn.execute(
-            select(STATE).where(STATE.c.customer_id == customer_id, STATE.c.metric == metric)
-        )
-        return {r.period_start: state_from_row(r) for r in rows.all()}
+        await self._save_states(conn, [o.state for o in outcomes if o.state is not None])
 
     async def _has_open_batch(self, conn: AsyncConnection, customer_id: str, metric: str) -> bool:
         found = await conn.execute(
@@ -212,38 +233,6 @@ class OutboxStore:
             .limit(1)
         )
         return found.first() is not None
-
-    async def _store_batch(self, conn: AsyncConnection, batch: NewBatch) -> None:
-        inserted = await conn.execute(
-            BATCHES.insert().returning(BATCHES.c.id),
-            {
-                "customer_id": batch.customer_id,
-                "metric": batch.metric,
-                "semantics": batch.semantics,
-                "mode": batch.mode,
-                "period_start": batch.period_start,
-                "period_end": batch.period_end,
-                "identifier": batch.identifier,
-                "quantity": batch.quantity,
-                "raw_value": str(batch.raw_value),
-                "event_timestamp": batch.event_timestamp,
-                "newest_window_end": batch.newest_window_end,
-                "members": len(batch.member_ids),
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": batch.created_at,
-                "created_at": batch.created_at,
-            },
-        )
-        batch_id = inserted.scalar_one()
-        await conn.execute(
-            update(FORWARDS)
-            .where(FORWARDS.c.id.in_(batch.member_ids), FORWARDS.c.state == "pending")
-            .values(state="batched", batch_id=batch_id)
-        )
-
-    async def _save_state(self, conn: AsyncConnection, state: MeterState) -> None:
-        await self._save_states(conn, [state])
 
     async def _save_states(self, conn: AsyncConnection, states: Sequence[MeterState]) -> None:
         """Upsert delivered states in one statement."""
@@ -560,3 +549,24 @@ class OutboxStore:
             )
             oldest: datetime | None = result.scalar_one_or_none()
             return oldest
+
+
+def _batch_row(batch: NewBatch) -> dict[str, Any]:
+    return {
+        "customer_id": batch.customer_id,
+        "metric": batch.metric,
+        "semantics": batch.semantics,
+        "mode": batch.mode,
+        "period_start": batch.period_start,
+        "period_end": batch.period_end,
+        "identifier": batch.identifier,
+        "quantity": batch.quantity,
+        "raw_value": str(batch.raw_value),
+        "event_timestamp": batch.event_timestamp,
+        "newest_window_end": batch.newest_window_end,
+        "members": len(batch.member_ids),
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": batch.created_at,
+        "created_at": batch.created_at,
+    }
