@@ -22,6 +22,7 @@ from collector.errors import CollectorError, StripeNotConfigured
 from collector.secrets import register_settings_secrets
 from collector.services.forwarding_setup import stripe_connection
 from collector.services.stripe_setup import SetupResult, StripeSetup, Verification
+from collector.services.subscriptions import SubscriptionItems
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
 from common.clock import SystemClock
@@ -139,15 +140,35 @@ def customers_link(ctx: click.Context, customer_id: str, stripe_customer_id: str
         )
     settings = _settings(ctx)
 
-    async def link() -> None:
+    async def link() -> str | None:
+        """Link, then read the subscription so its items and billing period are known now."""
         engine = create_engine(settings.async_database_url())
+        clock = SystemClock()
         try:
-            await LinkStore(engine).link(customer_id, stripe_customer_id, SystemClock().now())
+            links = LinkStore(engine)
+            await links.link(customer_id, stripe_customer_id, clock.now())
+            if settings.stripe_api_key is None:
+                return None
+            connection = stripe_connection(settings)
+            try:
+                subscription = await SubscriptionItems(connection.client, links, clock).refresh(
+                    customer_id
+                )
+            finally:
+                await connection.aclose()
+            return str(subscription["id"]) if subscription else None
         finally:
             await engine.dispose()
 
-    asyncio.run(link())
+    try:
+        subscription_id = asyncio.run(link())
+    except CollectorError as exc:
+        raise click.ClickException(exc.detail) from exc
     click.echo(f"linked {customer_id} -> {stripe_customer_id}")
+    if subscription_id:
+        click.echo(f"subscription {subscription_id}: items and billing period stored")
+    elif settings.stripe_api_key is not None:
+        click.echo("no active subscription yet: its webhook will record the billing period")
 
 
 @customers.command("list")
