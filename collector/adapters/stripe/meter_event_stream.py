@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import stripe
 
-from collector.adapters.stripe.client import Delivered, OutgoingEvent, is_duplicate, translate
-from collector.errors import StripeTransient
+from collector.adapters.stripe.client import Delivered, OutgoingEvent, outcome_of
 from common.clock import Clock
 
 SESSION_MARGIN = timedelta(seconds=60)
@@ -92,14 +91,9 @@ class MeterEventStreamSender:
         try:
             stream = await self._stream()
             await stream.v2.billing.meter_event_stream.create_async({"events": payload})  # type: ignore[typeddict-item]
-        except stripe.StripeError as exc:
-            if exc.http_status == 401:
-                self._session = None
-            if is_duplicate(exc):
-                return [Delivered(status=exc.http_status or 400, duplicate=True) for _ in events]
-            error = translate(exc)
-            return [error for _ in events]
         except Exception as exc:
-            error = StripeTransient(f"cannot reach Stripe: {type(exc).__name__}")
-            return [error for _ in events]
+            if isinstance(exc, stripe.StripeError) and exc.http_status == 401:
+                self._session = None
+            outcome = outcome_of(exc)
+            return [outcome for _ in events]
         return [Delivered(status=200) for _ in events]
