@@ -39,6 +39,7 @@ from collector.services.forwarding_setup import make_sender, stripe_connection
 from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.ingest import IngestService
 from collector.services.reconcile import ReconcileService
+from collector.services.subscriptions import SubscriptionItems
 from collector.services.token_buckets import TokenBuckets
 from collector.services.usage import UsageService
 from collector.services.webhooks import WebhookService
@@ -135,7 +136,13 @@ def build_services(
         usage=usage,
         outbox=outbox,
         links=links,
-        forwarding=ForwardingStatusService(settings, outbox, links, clock),
+        forwarding=ForwardingStatusService(
+            settings,
+            outbox,
+            links,
+            clock,
+            SubscriptionItems(client, links, clock) if client is not None else None,
+        ),
         webhooks=WebhookService(
             settings.stripe_webhook_secret.get_secret_value()
             if settings.stripe_webhook_secret

@@ -22,7 +22,7 @@ from collector.errors import CollectorError, StripeNotConfigured
 from collector.secrets import register_settings_secrets
 from collector.services.forwarding_setup import stripe_connection
 from collector.services.stripe_setup import SetupResult, StripeSetup, Verification
-from collector.services.subscriptions import SubscriptionItems
+from collector.services.subscriptions import SubscriptionItems, link_customer
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
 from common.clock import SystemClock
@@ -146,13 +146,14 @@ def customers_link(ctx: click.Context, customer_id: str, stripe_customer_id: str
         clock = SystemClock()
         try:
             links = LinkStore(engine)
-            await links.link(customer_id, stripe_customer_id, clock.now())
             if settings.stripe_api_key is None:
+                await link_customer(links, clock, customer_id, stripe_customer_id, None)
                 return None
             connection = stripe_connection(settings)
             try:
-                subscription = await SubscriptionItems(connection.client, links, clock).refresh(
-                    customer_id
+                items = SubscriptionItems(connection.client, links, clock)
+                subscription = await link_customer(
+                    links, clock, customer_id, stripe_customer_id, items
                 )
             finally:
                 await connection.aclose()

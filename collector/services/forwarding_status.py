@@ -9,6 +9,7 @@ from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.db.tables import BatchRow
 from collector.errors import Conflict, NotFound
+from collector.services.subscriptions import SubscriptionItems, link_customer
 from collector.settings import CollectorSettings
 from common.clock import Clock
 
@@ -26,8 +27,14 @@ class ForwardingStatus:
 
 class ForwardingStatusService:
     def __init__(
-        self, settings: CollectorSettings, outbox: OutboxStore, links: LinkStore, clock: Clock
+        self,
+        settings: CollectorSettings,
+        outbox: OutboxStore,
+        links: LinkStore,
+        clock: Clock,
+        items: SubscriptionItems | None = None,
     ) -> None:
+        self._items = items
         self._settings = settings
         self._outbox = outbox
         self._links = links
@@ -66,4 +73,4 @@ class ForwardingStatusService:
         return batch
 
     async def link(self, customer_id: str, stripe_customer_id: str) -> None:
-        await self._links.link(customer_id, stripe_customer_id, self._clock.now())
+        await link_customer(self._links, self._clock, customer_id, stripe_customer_id, self._items)

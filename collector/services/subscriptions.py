@@ -61,3 +61,21 @@ class SubscriptionItems:
             subscription_status=subscription.get("status"),
         )
         await links.replace_items(customer_id, items_of(subscription), now)
+
+
+async def link_customer(
+    links: LinkStore,
+    clock: Clock,
+    customer_id: str,
+    stripe_customer_id: str,
+    items: SubscriptionItems | None,
+) -> Any | None:
+    """Link a customer to Stripe; with Stripe configured, read its subscription's items and period.
+
+    Returns the active subscription, or ``None`` when there is none yet (its webhook records the
+    period) or Stripe is not configured.
+    """
+    await links.link(customer_id, stripe_customer_id, clock.now())
+    if items is None:
+        return None
+    return await items.refresh(customer_id)
