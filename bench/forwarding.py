@@ -31,9 +31,9 @@ import httpx
 from sqlalchemy import select
 
 from bench.report import write_section
-from bench.servers import wait_ready
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.tables import BatchRow, ForwardRow, ReportRow
+from demo.processes import wait_until_ready
 from tests.support.binaries import free_port
 from tests.support.collector_process import CollectorProcess, clean_environment, collector_script
 from tests.support.credentials import issue_key, issue_token
@@ -58,7 +58,7 @@ def sandbox_process() -> Iterator[tuple[str, SandboxControl]]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{url}/_sandbox/health")
+        wait_until_ready(f"{url}/_sandbox/health", proc)
         control = SandboxControl(url)
         yield url, control
         control.close()

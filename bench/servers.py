@@ -5,28 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
+from demo.processes import wait_until_ready
 from tests.support.binaries import free_port
 
 BIN = Path(sys.executable).parent
-
-
-def wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 @contextmanager
@@ -35,7 +21,7 @@ def process(argv: list[str], ready_url: str, env: dict[str, str] | None = None) 
         argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        wait_ready(ready_url)
+        wait_until_ready(ready_url, proc)
         yield
     finally:
         proc.terminate()
