@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import stripe
+import structlog
 
 from collector.adapters.db.links import LinkStore
 from collector.adapters.stripe.subscriptions import active_subscription, as_dict, items_of
-from collector.errors import CustomerNotLinked, StripePermanent
+from collector.errors import CustomerNotLinked, StripePermanent, StripeTransient
 from common.clock import Clock
+
+log = structlog.get_logger("collector.subscriptions")
 
 
 class SubscriptionItems:
@@ -72,10 +75,17 @@ async def link_customer(
 ) -> Any | None:
     """Link a customer to Stripe; with Stripe configured, read its subscription's items and period.
 
-    Returns the active subscription, or ``None`` when there is none yet (its webhook records the
-    period) or Stripe is not configured.
+    Returns the active subscription, or ``None`` when there is none yet, Stripe is not configured
+    or cannot be read now: the link stands either way, and the subscription webhook records the
+    period later.
     """
     await links.link(customer_id, stripe_customer_id, clock.now())
     if items is None:
         return None
-    return await items.refresh(customer_id)
+    try:
+        return await items.refresh(customer_id)
+    except (StripeTransient, StripePermanent) as exc:
+        log.warning(
+            "linked without reading the subscription", customer_id=customer_id, error=exc.detail
+        )
+        return None
