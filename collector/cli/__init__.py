@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from collector.adapters.db.engine import create_engine, redacted
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
 from collector.adapters.stripe.catalog import StripeCatalog
-from collector.adapters.stripe.client import StripeConnection
 from collector.api.app import create_app
 from collector.cli.credentials import keys, tokens
 from collector.errors import CollectorError, StripeNotConfigured
@@ -211,10 +211,24 @@ def stripe_sandbox(
     serve_sandbox(host, port, webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed)
 
 
-def _stripe_connection(settings: CollectorSettings) -> StripeConnection:
+def _with_stripe_setup[T](
+    settings: CollectorSettings, use: Callable[[StripeSetup], Awaitable[T]]
+) -> T:
+    """Run ``use`` against Stripe, closing the connection after; errors become CLI errors."""
     try:
-        return stripe_connection(settings)
+        connection = stripe_connection(settings)
     except StripeNotConfigured as exc:
+        raise click.ClickException(exc.detail) from exc
+
+    async def run() -> T:
+        try:
+            return await use(StripeSetup(StripeCatalog(connection.client), settings.catalogue()))
+        finally:
+            await connection.aclose()
+
+    try:
+        return asyncio.run(run())
+    except CollectorError as exc:
         raise click.ClickException(exc.detail) from exc
 
 
@@ -224,19 +238,7 @@ def _stripe_connection(settings: CollectorSettings) -> StripeConnection:
 def stripe_setup(ctx: click.Context, legacy: bool) -> None:
     """Create the product, meters and prices the catalogue needs; reuses what exists."""
     settings = _settings(ctx)
-    connection = _stripe_connection(settings)
-
-    async def apply() -> SetupResult:
-        try:
-            setup = StripeSetup(StripeCatalog(connection.client), settings.catalogue())
-            return await setup.apply(legacy=legacy)
-        finally:
-            await connection.aclose()
-
-    try:
-        result = asyncio.run(apply())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    result: SetupResult = _with_stripe_setup(settings, lambda setup: setup.apply(legacy=legacy))
     click.echo(f"product  {result.product_id}")
     for event_name, meter_id in sorted(result.meters.items()):
         click.echo(f"meter    {meter_id}  {event_name}")
@@ -256,24 +258,16 @@ def stripe_setup(ctx: click.Context, legacy: bool) -> None:
 def stripe_verify(ctx: click.Context, legacy: bool) -> None:
     """Compare the catalogue and linked customers with Stripe; exit 1 when out of sync."""
     settings = _settings(ctx)
-    connection = _stripe_connection(settings)
 
-    async def check() -> Verification:
+    async def check(setup: StripeSetup) -> Verification:
         engine = create_engine(settings.async_database_url())
         try:
             links = await LinkStore(engine).all()
         finally:
             await engine.dispose()
-        try:
-            setup = StripeSetup(StripeCatalog(connection.client), settings.catalogue())
-            return await setup.verify(links, legacy=legacy)
-        finally:
-            await connection.aclose()
+        return await setup.verify(links, legacy=legacy)
 
-    try:
-        report = asyncio.run(check())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    report = _with_stripe_setup(settings, check)
     click.echo(f"in_sync: {'true' if report.in_sync else 'false'}")
     for issue in report.issues:
         click.echo(f"issue: {issue}")
