@@ -2,10 +2,12 @@
 
 Windows are aligned to the interval. A window is collected once its end plus the query offset
 plus a random jitter (up to ``AGENT_JITTER``) has passed, so thousands of clusters do not query
-and send in the same second. Each cycle first collects every due window since the watermark
-(see ``services.catchup``), then sends the spool oldest first (``services.delivery``); failed
-sends wake the loop again at their backoff time. With leader election only the Lease holder
-runs cycles, and the Lease is renewed by a task of its own so a long catch-up cannot lose it.
+and send in the same second. A window cut at a billing-period boundary has a piece ending at
+the boundary, and the loop wakes for that end like for any other. Each cycle first collects
+every due window since the watermark (see ``services.catchup``), then sends the spool oldest
+first (``services.delivery``); failed sends wake the loop again at their backoff time. With
+leader election only the Lease holder runs cycles, and the Lease is renewed by a task of its
+own so a long catch-up cannot lose it.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class AgentLoop:
 
     def _next_wake(self) -> datetime:
         now = self._clock.now()
-        next_end = self._schedule.due_end(now) + self._schedule.interval
+        next_end = self.catchup.next_end(now)
         if next_end not in self._jitter_for:
             self._jitter_for = {next_end: self._sample_jitter()}
         wake = next_end + self._schedule.query_offset + self._jitter_for[next_end]

@@ -95,9 +95,17 @@ class StripePermanent(CollectorError, PermanentError):
     status_code = 502
     code = "stripe_rejected"
 
-    def __init__(self, detail: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, stripe_code: str | None = None
+    ) -> None:
         CollectorError.__init__(self, detail)
         self.status = status
+        self.stripe_code = stripe_code
+
+    @property
+    def too_old(self) -> bool:
+        """Stripe refused the event's timestamp as older than its 35-day window."""
+        return self.stripe_code == "timestamp_too_far_in_past" or "35 calendar days" in self.detail
 
 
 class StripeNotConfigured(CollectorError, PermanentError):

@@ -87,6 +87,19 @@ class CollectorSettings(BaseSettings):
         description="How long a worker owns a claimed batch before another may resend it "
         "(seconds); must exceed COLLECTOR_STRIPE_TIMEOUT.",
     )
+    stripe_period_refresh: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long usage of a linked customer may wait for an unknown billing period "
+        "before the forwarder reads the subscription from Stripe itself (seconds).",
+    )
+    stripe_age_warning_days: float = Field(
+        default=7.0,
+        ge=0,
+        le=34,
+        description="Warn this long before waiting usage reaches Stripe's 35-day limit on event "
+        "timestamps (days).",
+    )
     forwarder_enabled: bool = Field(
         default=True, description="Run the outbox worker inside `serve` (off: forwards wait)."
     )

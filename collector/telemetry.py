@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class CollectorMetrics:
@@ -62,6 +62,18 @@ class CollectorMetrics:
             "usage_collector_forward_lag_seconds",
             "Seconds from a batch being formed to Stripe acknowledging it.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        self.ageing_forwards = Gauge(
+            "usage_collector_ageing_forwards",
+            "Waiting windows within COLLECTOR_STRIPE_AGE_WARNING_DAYS of Stripe's 35-day limit "
+            "on event timestamps, or past it.",
+            registry=registry,
+        )
+        self.ageing_expires_seconds = Gauge(
+            "usage_collector_ageing_expires_seconds",
+            "Seconds until the oldest waiting window reaches Stripe's 35-day limit (negative: "
+            "past it; 0 with none ageing).",
             registry=registry,
         )
         self.webhooks = Counter(

@@ -1,14 +1,21 @@
-"""Sends a v1 usage report to the collector and turns its answer into a result or a typed error."""
+"""Sends a v1 usage report to the collector and turns its answer into a result or a typed error.
+
+An accepted report's answer (201, or 200 for a duplicate) may carry ``billing_periods``: the
+customer's known billing periods. They are parsed here (``common.billing_periods``); an answer
+without them, or with a body that is not JSON, is still accepted and simply has none.
+"""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
 
 from agent.errors import CollectorConflict, CollectorRejected, CollectorUnavailable
+from common.billing_periods import PeriodBounds, parse_periods
 from common.clock import Clock, SystemClock
 from common.schema import UsageReport
 
@@ -22,6 +29,23 @@ class Delivery(enum.StrEnum):
 
     CREATED = "created"
     DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The collector took the report: how, and the billing periods its answer named."""
+
+    delivery: Delivery
+    periods: tuple[PeriodBounds, ...] = ()
+
+
+def answer_periods(response: httpx.Response) -> tuple[PeriodBounds, ...]:
+    """The ``billing_periods`` of an accepted answer; none when absent or unreadable."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON, or not text at all
+        return ()
+    return tuple(parse_periods(body))
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -60,7 +84,7 @@ class CollectorClient:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 
-    async def send(self, report: UsageReport) -> Delivery:
+    async def send(self, report: UsageReport) -> Accepted:
         """Send one report: 201 (any 2xx) is created, 200 a duplicate; anything else raises."""
         try:
             response = await self._client.post(
@@ -72,9 +96,9 @@ class CollectorClient:
             raise CollectorUnavailable(f"cannot reach the collector at {self._url}: {exc}") from exc
         status = response.status_code
         if status == 200:
-            return Delivery.DUPLICATE
+            return Accepted(Delivery.DUPLICATE, answer_periods(response))
         if 200 < status < 300:
-            return Delivery.CREATED
+            return Accepted(Delivery.CREATED, answer_periods(response))
         excerpt = response.text[:_BODY_EXCERPT]
         if status >= 500 or status in _RETRYABLE_4XX:
             raise CollectorUnavailable(

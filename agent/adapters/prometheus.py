@@ -4,7 +4,9 @@ Counters are never read through ``increase()`` or ``rate()``: those extrapolate 
 edges. Instead every raw sample of the window is fetched with a range selector, and each series'
 baseline is its last sample at or before the window start. Prometheus 2.x range selectors are
 closed on both ends and 3.x ones are left-open, so samples are partitioned here, not by the query:
-a sample at exactly ``window.start`` belongs to the previous window.
+a sample at exactly ``window.start`` belongs to the previous window. Queries are evaluated at the
+same whole milliseconds the samples are partitioned by, so two windows that meet at any moment
+(a billing-period boundary at 12:34:56, say) split the samples, and the increases, exactly.
 
 Series are identified by their labels without ``__name__`` (``last_over_time`` drops it), so a
 selector should match one metric name, or its series must differ in other labels; a clash is a
@@ -117,9 +119,10 @@ class PrometheusSource:
 
     def _counter_window(self, selector: str, window: Window) -> CounterWindow:
         start_ms, end_ms = _epoch_millis(window.start), _epoch_millis(window.end)
-        raw_samples = self._query(f"{selector}[{_seconds(window.length)}s]", window.end.timestamp())
+        span = _seconds(timedelta(milliseconds=end_ms - start_ms))
+        raw_samples = self._query(f"{selector}[{span}s]", end_ms / 1000)
         raw_baselines = self._query(
-            f"last_over_time({selector}[{_seconds(self._lookback)}s])", window.start.timestamp()
+            f"last_over_time({selector}[{_seconds(self._lookback)}s])", start_ms / 1000
         )
         result = CounterWindow()
         total = 0

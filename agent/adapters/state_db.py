@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS dead_reports (
 WATERMARK = "watermark"
 SCRAPE_BASELINES = "scrape_baselines"
 LEASE_EPOCH = "lease_epoch"
+BILLING_BOUNDARIES = "billing_boundaries"
 
 
 def timestamp(moment: datetime) -> str:

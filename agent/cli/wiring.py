@@ -15,6 +15,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 import agent
+from agent.adapters.boundary_state import SqliteBoundaryStore
 from agent.adapters.collector_client import CollectorClient
 from agent.adapters.device_api import DeviceApiSource
 from agent.adapters.kube import KubeApi
@@ -26,6 +27,7 @@ from agent.adapters.state_db import StateDb
 from agent.errors import ConfigurationError
 from agent.loop import AgentLoop
 from agent.services.backoff import RetryPolicy
+from agent.services.boundaries import KnownBoundaries
 from agent.services.catchup import CatchUp, Schedule
 from agent.services.collect import ReportCollector
 from agent.services.delivery import SpoolDelivery
@@ -244,12 +246,14 @@ async def _build(
         collector_http, collector_url, token=_secret(settings.collector_token), clock=clock
     )
     crash = crash_point_from_settings(settings)
+    boundaries = KnownBoundaries(SqliteBoundaryStore(db), clock)
     spool = ReportSpool(
         Spool(db),
         max_reports=settings.spool_max_reports,
         catalogue=MetricCatalogue.default(),
         clock=clock,
         metrics=metrics,
+        boundaries=boundaries,
     )
     schedule = Schedule(
         interval=settings.interval,
@@ -264,6 +268,7 @@ async def _build(
         clock=clock,
         schedule=schedule,
         metrics=metrics,
+        boundaries=boundaries,
         crash_point=crash,
     )
     delivery = SpoolDelivery(
@@ -278,6 +283,7 @@ async def _build(
         ),
         rng=rng,
         crash_point=crash,
+        boundaries=boundaries,
     )
     elector = None
     if settings.leader_election:
@@ -298,6 +304,7 @@ async def _build(
             spool=spool.spool,
             metrics=metrics,
             health=health,
+            boundaries=boundaries,
         )
     loop = AgentLoop(
         catchup=catchup,

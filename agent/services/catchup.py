@@ -10,11 +10,17 @@ A window whose sources failed is not spooled while it is younger than ``partial_
 catch-up stops there and the next cycle tries it again. Once older, it is spooled partial (the
 failed metrics listed in ``missing``, never zero) so the windows after it are not held back.
 Windows older than ``max_catchup`` are not collected: the agent logs and counts them.
+
+A window with a known billing-period boundary strictly inside it is collected as one piece per
+period (``services.boundaries``). A piece that ends at a boundary is due once the boundary plus
+the query offset has passed, like any window end, so a scraped counter is read at the boundary
+too; the rest of the window follows at its aligned end. The watermark then sits at the boundary,
+and the next cycle resumes from there with the unaligned first window ``Schedule.windows`` makes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -22,6 +28,7 @@ from typing import Protocol
 import structlog
 
 from agent.adapters.state_db import SCRAPE_BASELINES, StateDb
+from agent.services.boundaries import KnownBoundaries, split_window
 from agent.services.collect import CollectedReport
 from agent.services.spooling import ReportSpool
 from agent.services.telemetry import AgentMetrics
@@ -65,6 +72,25 @@ class Schedule:
             start += self.interval
         return result
 
+    def plan(self, after: datetime, now: datetime, cuts: Sequence[datetime] = ()) -> list[Window]:
+        """The windows due at ``now`` from ``after``, cut at the boundaries ``cuts``.
+
+        Pieces of the window in progress that end at a boundary already due come last.
+        """
+        pieces = [p for w in self.windows(after, self.due_end(now)) for p in split_window(w, cuts)]
+        start = pieces[-1].end if pieces else after
+        for cut in cuts:
+            if start < cut <= now - self.query_offset:
+                pieces.append(Window(start, cut))
+                start = cut
+        return pieces
+
+    def next_end(self, now: datetime, cuts: Sequence[datetime] = ()) -> datetime:
+        """The end of the next window or piece to fall due after ``now``."""
+        aligned = self.due_end(now) + self.interval
+        early = [cut for cut in cuts if now - self.query_offset < cut < aligned]
+        return min(early, default=aligned)
+
 
 @dataclass(frozen=True)
 class CatchUpResult:
@@ -84,9 +110,11 @@ class CatchUp:
         clock: Clock,
         schedule: Schedule,
         metrics: AgentMetrics,
+        boundaries: KnownBoundaries | None = None,
         crash_point: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._source = source
+        self._boundaries = boundaries
         self._db = db
         self._spool = spool
         self._clock = clock
@@ -105,8 +133,18 @@ class CatchUp:
             log.info("watermark_initialised", watermark=watermark.isoformat())
         return watermark
 
+    def _cuts(self) -> list[datetime]:
+        return [] if self._boundaries is None else self._boundaries.moments()
+
+    def next_end(self, now: datetime) -> datetime:
+        """The end of the next window or boundary piece to fall due after ``now``."""
+        return self._schedule.next_end(now, self._cuts())
+
     def pending(self) -> list[Window]:
-        """The due windows not collected yet, oldest first, within ``max_catchup``."""
+        """The due windows not collected yet, oldest first, within ``max_catchup``.
+
+        A window with a known boundary strictly inside it is returned as one piece per period.
+        """
         now = self._clock.now()
         watermark = self._db.watermark() or self.ensure_watermark(0)
         earliest = max(EPOCH, now - self._schedule.max_catchup)
@@ -125,7 +163,7 @@ class CatchUp:
             with self._db.transaction():
                 self._db.set_watermark(start)
             watermark = start
-        return self._schedule.windows(watermark, self._schedule.due_end(now))
+        return self._schedule.plan(watermark, now, self._cuts())
 
     async def run(self, *, stopping: Callable[[], bool] = lambda: False) -> CatchUpResult:
         """Collect every pending window into the spool, oldest first."""

@@ -7,8 +7,15 @@ The compacted report's id is ``derive_report_id`` over the combined window; sinc
 that were never sent are folded, that id was never seen by the collector and no delivered
 report can be counted twice.
 
-A group never crosses a UTC billing-month boundary, must be contiguous, and may only hold
-metrics whose semantics the catalogue knows.
+A group must be contiguous, may only hold metrics whose semantics the catalogue knows, and
+never crosses a billing boundary: neither a known subscription-period boundary (Stripe periods
+start at any second, see ``services.boundaries``) nor a UTC month (harmless where periods are
+months). A run stops at a boundary, so what the collector bills per period is unchanged.
+
+The boundaries are the newest known when compaction runs. A waiting report that already
+straddles a boundary learned after it was collected (or folded) is left as it is: it is built,
+and the collector bills a straddling window in the period that holds its last second. It is
+never folded with anything afterwards, and the reports after it are folded up to it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from agent.adapters.spool import SpoolEntry
+from agent.services.boundaries import straddles
 from agent.services.counters import as_report_number
 from common.catalogue import MetricCatalogue
 from common.schema import UsageReport
@@ -36,8 +44,18 @@ def billing_month(report: UsageReport) -> datetime:
     return month_start(report.window_end - timedelta(microseconds=1))
 
 
-def compact_reports(reports: Sequence[UsageReport], catalogue: MetricCatalogue) -> UsageReport:
-    """One report for consecutive reports of one customer instance and one billing month."""
+def within_one_period(start: datetime, end: datetime, known: Sequence[datetime]) -> bool:
+    """True when the window ``(start, end]`` crosses neither a known boundary nor a UTC month."""
+    last_month = month_start(end - timedelta(microseconds=1))
+    return month_start(start) == last_month and not straddles(start, end, known)
+
+
+def compact_reports(
+    reports: Sequence[UsageReport],
+    catalogue: MetricCatalogue,
+    boundaries: Sequence[datetime] = (),
+) -> UsageReport:
+    """One report for consecutive reports of one customer instance and one billing period."""
     if len(reports) < 2:
         raise NotCompactable("need at least two reports")
     first = reports[0]
@@ -50,6 +68,8 @@ def compact_reports(reports: Sequence[UsageReport], catalogue: MetricCatalogue) 
         raise NotCompactable("reports of different customer instances")
     if month_start(first.window_start) != billing_month(reports[-1]):
         raise NotCompactable("the reports span a billing-month boundary")
+    if straddles(first.window_start, reports[-1].window_end, boundaries):
+        raise NotCompactable("the reports span a billing-period boundary")
     names: list[str] = []
     for report in reports:
         names.extend(n for n in report.metrics if n not in names)
@@ -85,19 +105,22 @@ def compact_reports(reports: Sequence[UsageReport], catalogue: MetricCatalogue) 
         raise NotCompactable(f"the folded report is not valid: {exc}") from exc
 
 
-def compactable_run(entries: Sequence[SpoolEntry], size: int) -> list[SpoolEntry]:
-    """The oldest run of at most ``size`` adjacent, never-sent entries within one billing month.
+def compactable_run(
+    entries: Sequence[SpoolEntry], size: int, boundaries: Sequence[datetime] = ()
+) -> list[SpoolEntry]:
+    """The oldest run of at most ``size`` adjacent, never-sent entries within one billing period.
 
-    ``entries`` are oldest first. Returns fewer than two entries when nothing can be folded.
+    ``entries`` are oldest first; ``boundaries`` are the known period boundaries, ascending.
+    Returns fewer than two entries when nothing can be folded.
     """
-    best: list[SpoolEntry] = []
     run: list[SpoolEntry] = []
     for entry in entries:
+        report = entry.report
         fits = (
             not entry.ever_sent
             and run
-            and entry.report.window_start == run[-1].report.window_end
-            and billing_month(entry.report) == month_start(run[0].report.window_start)
+            and report.window_start == run[-1].report.window_end
+            and within_one_period(run[0].report.window_start, report.window_end, boundaries)
         )
         if fits:
             run.append(entry)
@@ -105,9 +128,8 @@ def compactable_run(entries: Sequence[SpoolEntry], size: int) -> list[SpoolEntry
             if len(run) >= 2:
                 return run
             run = [] if entry.ever_sent else [entry]
-            if run and billing_month(entry.report) != month_start(entry.report.window_start):
-                run = []  # a single report already spanning months cannot start a group
+            if run and not within_one_period(report.window_start, report.window_end, boundaries):
+                run = []  # a single report already spanning periods cannot start a group
         if len(run) >= size:
             return run
-    best = run if len(run) >= 2 else []
-    return best
+    return run if len(run) >= 2 else []

@@ -7,6 +7,9 @@ A 409 means the collector already bills this window under the same id with other
 resending can never help: the report is kept in ``dead_reports`` and not sent again, like a
 report the collector found invalid (400/413/422). Any other refusal (401, 403, 404...) is a
 configuration problem an operator can fix, so the report waits at the longest backoff.
+
+An accepted answer may name the customer's billing periods; their boundaries are remembered
+(``services.boundaries``) for the windows collected and the reports compacted from then on.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Protocol
 
 import structlog
 
-from agent.adapters.collector_client import Delivery
+from agent.adapters.collector_client import Accepted
 from agent.adapters.spool import Spool, SpoolEntry
 from agent.errors import CollectorConflict, CollectorRejected
 from agent.services.backoff import RetryPolicy
+from agent.services.boundaries import KnownBoundaries
 from agent.services.spooling import ReportSpool
 from agent.services.telemetry import AgentMetrics, Health
 from common.clock import Clock
@@ -35,7 +39,7 @@ _INVALID = {400, 413, 422}
 
 
 class ReportSender(Protocol):
-    async def send(self, report: UsageReport) -> Delivery: ...
+    async def send(self, report: UsageReport) -> Accepted: ...
 
 
 class FlushResult(enum.Enum):
@@ -70,6 +74,7 @@ class SpoolDelivery:
         rng: random.Random,
         before_send: BeforeSend | None = None,
         crash_point: CrashPoint = _no_crash,
+        boundaries: KnownBoundaries | None = None,
     ) -> None:
         self._spool = spool
         self._sender = sender
@@ -80,6 +85,7 @@ class SpoolDelivery:
         self._rng = rng
         self.before_send = before_send
         self._crash = crash_point
+        self._boundaries = boundaries
 
     @property
     def spool(self) -> Spool:
@@ -120,7 +126,7 @@ class SpoolDelivery:
         delay = self._retry.delay(attempt, self._rng)
         spool.mark_attempt(entry.seq, now + timedelta(seconds=delay))
         try:
-            delivery = await self._sender.send(report)
+            accepted = await self._sender.send(report)
         except CollectorConflict as exc:
             self._metrics.reports_sent.labels("conflict").inc()
             log.error("report_conflict_kept", report_id=str(report.id), error=str(exc))
@@ -156,6 +162,9 @@ class SpoolDelivery:
             return False
         self._crash("after_send")
         spool.remove(entry.seq)
+        if self._boundaries is not None and accepted.periods:
+            self._boundaries.learn(accepted.periods)
+        delivery = accepted.delivery
         sent_at = self._clock.now()
         self._metrics.reports_sent.labels(delivery.value).inc()
         self._metrics.last_send.set(sent_at.timestamp())

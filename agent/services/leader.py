@@ -20,6 +20,10 @@ end. Windows the old leader had spooled but never sent are collected again from 
 Two leaders at once can therefore only send the same windows under the same ids, which the
 collector stores once. ``epoch`` tells a leader whether the published state is its own (keep
 the local spool) or a successor's (adopt).
+
+Ids depend on where windows are cut, so the known billing-period boundaries travel too, in the
+annotation ``usage.billing/billing-boundaries`` (a separate one, which agents that predate it
+keep unchanged). Every agent that takes the Lease adds them to its own before collecting.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from typing import Any, Protocol
 
 import structlog
 
+from agent.adapters.boundary_state import decode_boundaries, encode_boundaries
 from agent.adapters.kube import LeaseRecord
 from agent.adapters.spool import Spool, SpoolEntry
 from agent.adapters.state_db import LEASE_EPOCH, SCRAPE_BASELINES, StateDb
 from agent.errors import KubeConflict, StateError
+from agent.services.boundaries import KnownBoundaries
 from agent.services.telemetry import AgentMetrics, Health
 from common.clock import Clock
 from common.errors import MeteringError
@@ -47,6 +53,7 @@ from common.schema import UsageReport
 log = structlog.get_logger(__name__)
 
 STATE_ANNOTATION = "usage.billing/agent-state"
+BOUNDARIES_ANNOTATION = "usage.billing/billing-boundaries"
 # All annotations of an object must stay under 256 KiB; leave room for everyone else's.
 MAX_STATE_BYTES = 200 * 1024
 
@@ -107,6 +114,7 @@ class LeaderElector:
         metrics: AgentMetrics,
         health: Health,
         new_epoch: Callable[[], str] = lambda: secrets.token_hex(8),
+        boundaries: KnownBoundaries | None = None,
     ) -> None:
         self._api = api
         self._namespace = namespace
@@ -119,6 +127,7 @@ class LeaderElector:
         self._metrics = metrics
         self._health = health
         self._new_epoch = new_epoch
+        self._boundaries = boundaries
         self._record: LeaseRecord | None = None
         self._observed: tuple[object, datetime] | None = None
         self._leader = False
@@ -211,13 +220,33 @@ class LeaderElector:
             duration_seconds=max(1, int(self._duration.total_seconds())),
             acquire_time=micro_time(now),
             renew_time=micro_time(now),
-            annotations={STATE_ANNOTATION: self._state(self._epoch())},
+            annotations=self._annotations({}, self._state(self._epoch())),
         )
         self._record = await self._api.create_lease(self._namespace, record)
         self._set_leader(True, now)
         return True
 
+    def _annotations(self, current: dict[str, str], state: str) -> dict[str, str]:
+        """``current`` with this agent's shared state and known boundaries."""
+        annotations = {**current, STATE_ANNOTATION: state}
+        if self._boundaries is not None:
+            known = self._boundaries.moments()
+            if known:
+                annotations[BOUNDARIES_ANNOTATION] = encode_boundaries(known)
+        return annotations
+
+    def _learn_boundaries(self, lease: LeaseRecord) -> None:
+        """Add the boundaries a predecessor published to this agent's own."""
+        text = lease.annotations.get(BOUNDARIES_ANNOTATION)
+        if self._boundaries is None or not text:
+            return
+        try:
+            self._boundaries.add(decode_boundaries(text))
+        except StateError as exc:
+            log.error("lease_boundaries_unreadable", error=str(exc))
+
     async def _acquire(self, lease: LeaseRecord, now: datetime) -> bool:
+        self._learn_boundaries(lease)
         shared = SharedState.decode(lease.annotations.get(STATE_ANNOTATION))
         adopt = shared is not None and shared.epoch != self._db.get(LEASE_EPOCH)
         epoch = self._new_epoch() if adopt else self._epoch()
@@ -241,8 +270,7 @@ class LeaderElector:
     async def _write(
         self, lease: LeaseRecord, now: datetime, state: str, *, acquired: bool
     ) -> bool:
-        annotations = dict(lease.annotations)
-        annotations[STATE_ANNOTATION] = state
+        annotations = self._annotations(lease.annotations, state)
         changed_holder = lease.holder != self.identity
         record = LeaseRecord(
             name=self._name,
@@ -320,10 +348,7 @@ class LeaderElector:
                     acquire_time=lease.acquire_time,
                     renew_time=micro_time(self._clock.now()),
                     transitions=lease.transitions,
-                    annotations={
-                        **lease.annotations,
-                        STATE_ANNOTATION: self._state(self._epoch()),
-                    },
+                    annotations=self._annotations(lease.annotations, self._state(self._epoch())),
                     resource_version=lease.resource_version,
                 ),
             )

@@ -1,9 +1,10 @@
 """Putting reports into the spool while keeping it bounded without losing billable usage.
 
 When the spool holds ``max_reports`` reports, the oldest run of never-sent reports is folded
-into one (see ``compaction``). If nothing can be folded (every old report was already sent, or
-each sits alone in its billing month), the report is still kept: the agent logs
-``spool_over_limit`` and counts ``usage_agent_spool_overflow_total``; usage is never dropped.
+into one (see ``compaction``), never across a billing-period boundary known at that moment. If
+nothing can be folded (every old report was already sent, or each sits alone in its billing
+period), the report is still kept: the agent logs ``spool_over_limit`` and counts
+``usage_agent_spool_overflow_total``; usage is never dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 import structlog
 
 from agent.adapters.spool import Spool
+from agent.services.boundaries import KnownBoundaries
 from agent.services.compaction import NotCompactable, compact_reports, compactable_run
 from agent.services.telemetry import AgentMetrics
 from common.catalogue import MetricCatalogue
@@ -36,8 +38,10 @@ class ReportSpool:
         catalogue: MetricCatalogue,
         clock: Clock,
         metrics: AgentMetrics,
+        boundaries: KnownBoundaries | None = None,
     ) -> None:
         self.spool = spool
+        self._boundaries = boundaries
         self._max = max_reports
         self._catalogue = catalogue
         self._clock = clock
@@ -63,10 +67,11 @@ class ReportSpool:
         size = max(needed, 2, self._max // _BATCH_DIVISOR)
         # Look a little past the batch: sent reports at the head are skipped, not folded.
         entries = self.spool.oldest(size + 16)
-        run = compactable_run(entries, size)
+        known = [] if self._boundaries is None else self._boundaries.moments()
+        run = compactable_run(entries, size, known)
         while len(run) >= 2:
             try:
-                folded = compact_reports([e.report for e in run], self._catalogue)
+                folded = compact_reports([e.report for e in run], self._catalogue, known)
             except NotCompactable as exc:
                 log.warning("spool_compaction_refused", reason=str(exc), reports=len(run))
                 run = run[:-1]
@@ -86,7 +91,7 @@ class ReportSpool:
             "spool_over_limit",
             depth=depth,
             limit=self._max,
-            reason="no adjacent never-sent reports in one billing month to compact; kept all",
+            reason="no adjacent never-sent reports in one billing period to compact; kept all",
         )
         return False
 

@@ -14,6 +14,7 @@ from litestar.di import Provide
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.corrections import CorrectionStore
 from collector.adapters.db.credentials import CredentialStore
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.links import LinkStore
@@ -32,12 +33,15 @@ from collector.api.security_docs import document_security
 from collector.api.stripe_routes import BillingController, StripeWebhookController
 from collector.api.usage import UsageController
 from collector.secrets import register_settings_secrets
+from collector.services.ageing import AgeingWatch
 from collector.services.auth import Authenticator
 from collector.services.credentials import CredentialService
 from collector.services.forwarder import Forwarder, ForwarderConfig
 from collector.services.forwarding_setup import make_sender, stripe_connection
 from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.ingest import IngestService
+from collector.services.instances import InstanceService
+from collector.services.period_hints import PeriodHints
 from collector.services.reconcile import ReconcileService
 from collector.services.subscriptions import SubscriptionItems
 from collector.services.token_buckets import TokenBuckets
@@ -47,6 +51,7 @@ from collector.settings import CollectorSettings, StripeMode
 from collector.telemetry import CollectorMetrics
 from common.catalogue import MetricCatalogue
 from common.clock import Clock, SystemClock
+from common.semantics import Semantics
 
 log = structlog.get_logger("collector")
 
@@ -64,6 +69,8 @@ class Services:
     usage: UsageService
     outbox: OutboxStore
     links: LinkStore
+    corrections: CorrectionStore
+    instances: InstanceService
     forwarder: Forwarder | None
     forwarding: ForwardingStatusService
     webhooks: WebhookService
@@ -99,10 +106,16 @@ def build_services(
     telemetry = CollectorMetrics(registry or CollectorRegistry())
     catalogue = settings.catalogue()
     outbox = OutboxStore(engine)
-    links = LinkStore(engine)
+    set_metrics = [n for n in catalogue.names if catalogue[n].semantics is Semantics.SET]
+    links = LinkStore(engine, set_metrics)
+    corrections = CorrectionStore(engine, set_metrics)
     active_clock = clock
     connection = stripe_connection(settings) if settings.stripe_api_key is not None else None
     client = connection.client if connection is not None else None
+    items = SubscriptionItems(client, links, clock) if client is not None else None
+    watch = AgeingWatch(
+        corrections, clock, telemetry, warning_days=settings.stripe_age_warning_days
+    )
     usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit)
 
     async def write_forwards(conn: AsyncConnection, rows: Sequence[StoredReport]) -> None:
@@ -132,6 +145,7 @@ def build_services(
             telemetry,
             legacy_window=settings.legacy_window,
             max_body_bytes=settings.max_body_bytes,
+            hints=PeriodHints(links, clock),
         ),
         usage=usage,
         outbox=outbox,
@@ -141,14 +155,18 @@ def build_services(
             outbox,
             links,
             clock,
-            SubscriptionItems(client, links, clock) if client is not None else None,
+            items,
+            corrections,
+            watch,
         ),
+        corrections=corrections,
+        instances=InstanceService(corrections, clock),
         webhooks=WebhookService(
             settings.stripe_webhook_secret.get_secret_value()
             if settings.stripe_webhook_secret
             else None,
             links,
-            outbox,
+            corrections,
             clock,
             telemetry,
             client=client,
@@ -158,13 +176,17 @@ def build_services(
             client, settings.stripe_mode, links, outbox, usage, catalogue, clock
         ),
         forwarder=forwarder
-        or _make_forwarder(settings, client, outbox, links, catalogue, clock, telemetry),
+        or _make_forwarder(
+            settings, client, items, watch, outbox, links, catalogue, clock, telemetry
+        ),
     )
 
 
 def _make_forwarder(
     settings: CollectorSettings,
     client: stripe.StripeClient | None,
+    items: SubscriptionItems | None,
+    watch: AgeingWatch,
     outbox: OutboxStore,
     links: LinkStore,
     catalogue: MetricCatalogue,
@@ -183,9 +205,10 @@ def _make_forwarder(
         idle_sleep=settings.forwarder_idle_sleep,
         lease=timedelta(seconds=settings.stripe_lease),
         release_leases_on_start=settings.is_sqlite,
+        period_refresh=timedelta(seconds=settings.stripe_period_refresh),
     )
     sender = make_sender(settings, client, links, clock)
-    return Forwarder(outbox, links, sender, catalogue, clock, telemetry, config)
+    return Forwarder(outbox, links, sender, catalogue, clock, telemetry, config, periods=items)
 
 
 def create_app(settings: CollectorSettings, services: Services | None = None) -> Litestar:
@@ -236,6 +259,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "store": constant(built.store),
             "telemetry": constant(built.telemetry),
             "forwarding": constant(built.forwarding),
+            "instances": constant(built.instances),
             "webhooks": constant(built.webhooks),
             "reconciler": constant(built.reconciler),
             "credentials": constant(built.credentials),

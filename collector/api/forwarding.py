@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
 from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import BatchRow
-from collector.api.auth import editor, viewer
+from collector.api.auth import current_principal, editor, viewer
 from collector.api.schemas import ErrorBody
-from collector.services.forwarding_status import ForwardingStatusService
+from collector.services.forwarding_status import ForwardingStatus, ForwardingStatusService
+from collector.services.instances import InstanceService
+
+
+class AgeingOut(BaseModel):
+    customer_id: str
+    metric: str
+    forwards: int = Field(description="Waiting forwards (windows) this old.")
+    oldest_window_end: datetime
+    expires_at: datetime = Field(
+        description="When the oldest reaches Stripe's 35-day limit; past it, Stripe refuses it "
+        "and only a rebill into the current period can bill it."
+    )
 
 
 class StatusOut(BaseModel):
@@ -25,6 +37,39 @@ class StatusOut(BaseModel):
     oldest_waiting: datetime | None
     lag_seconds: float | None = Field(description="Age of the oldest unacknowledged forward (s).")
     calls_saved: int = Field(description="Stripe calls saved by coalescing and skipping.")
+    ageing: list[AgeingOut] = Field(
+        description="Waiting usage within COLLECTOR_STRIPE_AGE_WARNING_DAYS of Stripe's 35-day "
+        "limit, or past it."
+    )
+
+    @classmethod
+    def of(cls, status: ForwardingStatus) -> StatusOut:
+        values = vars(status) | {"ageing": [AgeingOut(**vars(a)) for a in status.ageing]}
+        return cls(**values)
+
+
+class RebilledOut(BaseModel):
+    batch_id: int = Field(description="The dead batch whose usage is billed again.")
+    identifier: str = Field(description="Its identifier, never sent again.")
+    customer_id: str
+    metric: str
+    quantity: int
+    members: int
+
+
+class RetirementOut(BaseModel):
+    customer_id: str
+    instance_id: str
+    metrics: list[str] = Field(description="The device counts that stop being billed.")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    customer_id: str
+    detail: dict[str, Any]
 
 
 class BatchOut(BaseModel):
@@ -40,6 +85,11 @@ class BatchOut(BaseModel):
     period_end: datetime
     members: int
     state: str
+    dead_reason: str | None = Field(
+        description="Why a batch is dead: rejected (Stripe refused it), too_old (older than "
+        "Stripe's 35 days; rebill it), meter_error (Stripe failed it repeatedly)."
+    )
+    stripe_customer_id: str | None
     attempts: int
     next_attempt_at: datetime
     last_status: int | None
@@ -62,7 +112,7 @@ class ForwardingController(Controller):
 
     @get("/status", summary="Forwarding state: counts, lag and calls saved", guards=[viewer])
     async def status(self, forwarding: NamedDependency[ForwardingStatusService]) -> StatusOut:
-        return StatusOut(**vars(await forwarding.status()))
+        return StatusOut.of(await forwarding.status())
 
     @get(
         "/batches",
@@ -73,7 +123,10 @@ class ForwardingController(Controller):
         self,
         forwarding: NamedDependency[ForwardingStatusService],
         batch_state: Annotated[
-            str | None, QueryParameter(name="state", pattern="^(pending|sent|dead)$")
+            str | None,
+            QueryParameter(
+                name="state", pattern="^(pending|sent|dead|rejected|rebilled|dissolved)$"
+            ),
         ] = None,
         customer_id: Annotated[str | None, Parameter(max_length=128)] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
@@ -104,9 +157,83 @@ class ForwardingController(Controller):
     )
     async def link(
         self,
+        request: Request[Any, Any, Any],
         customer_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         data: JSONBody[LinkIn],
         forwarding: NamedDependency[ForwardingStatusService],
     ) -> dict[str, str]:
-        await forwarding.link(customer_id, data.stripe_customer_id)
+        await forwarding.link(
+            customer_id, data.stripe_customer_id, current_principal(request).describe()
+        )
         return {"customer_id": customer_id, "stripe_customer_id": data.stripe_customer_id}
+
+    @post(
+        "/batches/{batch_id:int}/rebill",
+        status_code=200,
+        summary="Bill a batch Stripe refused as older than 35 days into the current period",
+        guards=[editor],
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch."),
+            409: ResponseSpec(ErrorBody, description="Not an aged increment batch."),
+        },
+    )
+    async def rebill(
+        self,
+        request: Request[Any, Any, Any],
+        batch_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
+        forwarding: NamedDependency[ForwardingStatusService],
+    ) -> list[RebilledOut]:
+        done = await forwarding.rebill(
+            actor=current_principal(request).describe(), batch_id=batch_id
+        )
+        return [RebilledOut(**vars(r)) for r in done]
+
+    @post(
+        "/customers/{customer_id:str}/rebill-aged",
+        status_code=200,
+        summary="Bill every batch of a customer Stripe refused as too old into the current period",
+        guards=[editor],
+    )
+    async def rebill_customer(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: Annotated[str, Parameter(min_length=1, max_length=128)],
+        forwarding: NamedDependency[ForwardingStatusService],
+    ) -> list[RebilledOut]:
+        done = await forwarding.rebill(
+            actor=current_principal(request).describe(), customer_id=customer_id
+        )
+        return [RebilledOut(**vars(r)) for r in done]
+
+    @post(
+        "/customers/{customer_id:str}/instances/{instance_id:str}/retire",
+        status_code=200,
+        summary="Retire an instance: its last device count stops being billed",
+        guards=[editor],
+        responses={404: ResponseSpec(ErrorBody, description="No device count to retire.")},
+    )
+    async def retire(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: Annotated[str, Parameter(min_length=1, max_length=128)],
+        instance_id: Annotated[str, Parameter(min_length=1, max_length=128)],
+        instances: NamedDependency[InstanceService],
+    ) -> RetirementOut:
+        retired = await instances.retire(
+            customer_id, instance_id, current_principal(request).describe()
+        )
+        return RetirementOut(**vars(retired))
+
+    @get(
+        "/audit",
+        summary="Relinks, retirements, rebills and meter errors, newest first",
+        guards=[viewer],
+    )
+    async def audit(
+        self,
+        forwarding: NamedDependency[ForwardingStatusService],
+        customer_id: Annotated[str | None, Parameter(max_length=128)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> list[AuditOut]:
+        rows = await forwarding.audit(customer_id, limit)
+        return [AuditOut(**dict(r._mapping)) for r in rows]

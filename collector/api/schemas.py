@@ -9,6 +9,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import ReportRow, StoredReport
+from common.billing_periods import PeriodBounds
 
 
 class ErrorBody(BaseModel):
@@ -65,6 +66,11 @@ class IngestResponse(BaseModel):
     )
     duplicate: bool
     report: ReportOut
+    billing_periods: list[PeriodBounds] = Field(
+        default_factory=list,
+        description="The customer's known billing periods ([start, end), oldest first). An "
+        "agent never lets a window or a compacted report cross one of their boundaries.",
+    )
 
 
 class HistoryResponse(BaseModel):

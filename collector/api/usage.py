@@ -82,6 +82,7 @@ class UsageController(Controller):
             stripe_reported=False,
             duplicate=not result.created,
             report=ReportOut.of(result.row),
+            billing_periods=result.billing_periods,
         )
         return Response(content, status_code=201 if result.created else 200)
 

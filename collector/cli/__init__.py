@@ -16,16 +16,16 @@ from collector.adapters.db.engine import create_engine, redacted
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
 from collector.adapters.stripe.catalog import StripeCatalog
-from collector.api.app import create_app
+from collector.api.app import Services, create_app
+from collector.cli.billing import forwarding, instances, run_with_services
 from collector.cli.credentials import keys, tokens
 from collector.errors import CollectorError, StripeNotConfigured
 from collector.secrets import register_settings_secrets
 from collector.services.forwarding_setup import stripe_connection
 from collector.services.stripe_setup import SetupResult, StripeSetup, Verification
-from collector.services.subscriptions import SubscriptionItems, link_customer
+from collector.services.subscriptions import link_customer
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
-from common.clock import SystemClock
 from common.logs import configure_logging
 
 log = structlog.get_logger("collector")
@@ -54,10 +54,13 @@ def main(ctx: click.Context, secrets_dir: Path | None) -> None:
     """Usage collector: stores usage reports and forwards them to Stripe."""
     ctx.ensure_object(dict)
     ctx.obj["secrets_dir"] = secrets_dir
+    ctx.obj["load_settings"] = _settings
 
 
 main.add_command(tokens)
 main.add_command(keys)
+main.add_command(instances)
+main.add_command(forwarding)
 
 
 @main.command()
@@ -140,36 +143,30 @@ def customers_link(ctx: click.Context, customer_id: str, stripe_customer_id: str
         )
     settings = _settings(ctx)
 
-    async def link() -> str | None:
-        """Link, then read the subscription so its items and billing period are known now."""
-        engine = create_engine(settings.async_database_url())
-        clock = SystemClock()
-        try:
-            links = LinkStore(engine)
-            if settings.stripe_api_key is None:
-                await link_customer(links, clock, customer_id, stripe_customer_id, None)
-                return None
-            connection = stripe_connection(settings)
-            try:
-                items = SubscriptionItems(connection.client, links, clock)
-                subscription = await link_customer(
-                    links, clock, customer_id, stripe_customer_id, items
-                )
-            finally:
-                await connection.aclose()
-            return str(subscription["id"]) if subscription else None
-        finally:
-            await engine.dispose()
+    async def link(services: Services) -> str | None:
+        """Read the subscription first, so link, items and billing period land together."""
+        subscription = await link_customer(
+            services.links,
+            services.clock,
+            customer_id,
+            stripe_customer_id,
+            services.forwarding.subscription_reader,
+            actor="cli",
+        )
+        return str(subscription["id"]) if subscription else None
 
-    try:
-        subscription_id = asyncio.run(link())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    subscription_id = run_with_services(settings, link)
     click.echo(f"linked {customer_id} -> {stripe_customer_id}")
     if subscription_id:
-        click.echo(f"subscription {subscription_id}: items and billing period stored")
+        click.echo(f"subscription {subscription_id}: items and billing periods stored")
     elif settings.stripe_api_key is not None:
-        click.echo("no active subscription yet: its webhook will record the billing period")
+        click.echo(
+            "no live subscription, or Stripe could not be read: usage waits until the "
+            "subscription is known (the forwarder reads it again), and bills in UTC calendar "
+            "months only if the customer has no subscription at all"
+        )
+    else:
+        click.echo("no COLLECTOR_STRIPE_API_KEY: the billing period is read once one is set")
 
 
 @customers.command("list")

@@ -31,6 +31,7 @@ class Member:
     report_id: uuid.UUID
     window_end: datetime
     value: Decimal
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,16 @@ def event_time(window_end: datetime) -> datetime:
 
 
 def batch_identifier(mode: str, customer_id: str, metric: str, members: Sequence[Member]) -> str:
-    """Deterministic per member set: a resend after a crash carries the same identifier."""
+    """Deterministic per member set: a resend after a crash carries the same identifier.
+
+    Members put back in the outbox after Stripe reported their event failed, or rebilled, are
+    one generation on, so the new event has a new identifier.
+    """
     ids = ",".join(sorted(str(m.report_id) for m in members))
-    return str(uuid.uuid5(IDENTIFIER_NAMESPACE, f"{mode}\x1f{customer_id}\x1f{metric}\x1f{ids}"))
+    generation = max(m.generation for m in members)
+    suffix = f"\x1fg{generation}" if generation else ""
+    name = f"{mode}\x1f{customer_id}\x1f{metric}\x1f{ids}{suffix}"
+    return str(uuid.uuid5(IDENTIFIER_NAMESPACE, name))
 
 
 def _stamp(
@@ -89,42 +97,78 @@ def plan_batch(
     period: Window,
     now: datetime,
 ) -> Plan:
-    """Fold ``members`` (oldest window first, all in ``period``) into at most one Stripe call."""
+    """Fold one instance's ``members`` (all in ``period``) into at most one Stripe call."""
     if not members:
         raise ValueError("a batch needs at least one member")
+    ordered = sorted(members, key=lambda m: (m.window_end, m.forward_id))
+    if definition.semantics is Semantics.INCREMENT:
+        return plan_increment(definition, ordered, before, period, now)
+    if definition.semantics is Semantics.SET:
+        advanced = before.newest_window_end is None or (
+            ordered[-1].window_end > before.newest_window_end
+        )
+        return plan_gauge(definition, ordered, before, period, now, ordered[-1].value, advanced)
+    peak = max(m.value for m in ordered)
+    value = peak if before.last_value is None else max(before.last_value, peak)
+    return plan_gauge(definition, ordered, before, period, now, value, True)
+
+
+def plan_increment(
+    definition: MetricDefinition,
+    members: Sequence[Member],
+    before: Delivered,
+    period: Window,
+    now: datetime,
+) -> Plan:
+    """The change in the period's billed total that ``members`` make."""
     ordered = tuple(sorted(members, key=lambda m: (m.window_end, m.forward_id)))
     newest_end = max(ordered[-1].window_end, before.newest_window_end or ordered[-1].window_end)
-    if definition.semantics is Semantics.INCREMENT:
-        raw = sum((m.value for m in ordered), Decimal(0))
-        raw_total = before.raw_total + raw
-        billed_total = definition.to_billable(raw_total)
-        quantity = billed_total - before.billed_total
-        after = Delivered(
-            raw_total, billed_total, before.last_value, newest_end, before.last_event_timestamp
-        )
-        stamp = _stamp(ordered, before, period, now, increasing=False)
-        if quantity > 0:
-            after = _with_stamp(after, stamp)
-        return Plan(ordered, quantity > 0, quantity, raw, stamp, newest_end, after)
-    if definition.semantics is Semantics.SET:
-        if (
-            before.newest_window_end is not None
-            and ordered[-1].window_end <= before.newest_window_end
-        ):
-            return Plan(
-                ordered,
-                False,
+    raw = sum((m.value for m in ordered), Decimal(0))
+    raw_total = before.raw_total + raw
+    billed_total = definition.to_billable(raw_total)
+    quantity = billed_total - before.billed_total
+    after = Delivered(
+        raw_total, billed_total, before.last_value, newest_end, before.last_event_timestamp
+    )
+    stamp = _stamp(ordered, before, period, now, increasing=False)
+    if quantity > 0:
+        after = _with_stamp(after, stamp)
+    return Plan(ordered, quantity > 0, quantity, raw, stamp, newest_end, after)
+
+
+def plan_gauge(
+    definition: MetricDefinition,
+    members: Sequence[Member],
+    before: Delivered,
+    period: Window,
+    now: datetime,
+    value: Decimal,
+    advanced: bool,
+) -> Plan:
+    """A ``last`` meter's new value for the period, sent only when it changes what is billed.
+
+    ``value`` is the period's combined value with ``members``; ``advanced`` is False when no
+    member is newer than what its instance already reported (a late ``set`` window).
+    """
+    ordered = tuple(sorted(members, key=lambda m: (m.window_end, m.forward_id)))
+    newest_end = max(ordered[-1].window_end, before.newest_window_end or ordered[-1].window_end)
+    if not advanced:
+        return Plan(
+            ordered,
+            False,
+            before.billed_total,
+            value,
+            before.last_event_timestamp or period.start,
+            newest_end,
+            Delivered(
+                before.raw_total,
                 before.billed_total,
-                ordered[-1].value,
-                before.last_event_timestamp or period.start,
+                before.last_value,
                 newest_end,
-                before,
-                superseded=True,
-            )
-        value = ordered[-1].value
-    else:
-        peak = max(m.value for m in ordered)
-        value = peak if before.last_value is None else max(before.last_value, peak)
+                before.last_event_timestamp,
+            ),
+            superseded=True,
+        )
     quantity = definition.to_billable(value)
     changed = before.last_value is None or quantity != definition.to_billable(before.last_value)
     stamp = _stamp(ordered, before, period, now, increasing=True)

@@ -21,25 +21,23 @@ import structlog
 
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.outbox import (
-    Formation,
     MeterState,
-    NewBatch,
     OutboxStore,
-    PendingForward,
 )
 from collector.adapters.db.tables import BatchRow
 from collector.adapters.stripe.client import Delivered, OutgoingEvent
 from collector.errors import StripePermanent, StripeTransient
-from collector.services.batching import Delivered as DeliveredState
-from collector.services.batching import Member, batch_identifier, event_time, plan_batch
+from collector.services.ageing import AgeingWatch
+from collector.services.planning import BatchPlanner
 from collector.services.ratelimit import RateLimiter
 from collector.telemetry import CollectorMetrics
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
 from common.semantics import Semantics
-from common.windows import Window, calendar_month
 
 log = structlog.get_logger("collector.forwarder")
+STRIPE_PAST_LIMIT = timedelta(days=35) - timedelta(minutes=1)
+AGEING_CHECK_EVERY = timedelta(minutes=1)
 
 
 class Sender(Protocol):
@@ -63,6 +61,14 @@ class ForwarderConfig:
     backoff_cap: float = 300.0
     unlinked_wait: timedelta = timedelta(seconds=60)
     idle_sleep: float = 1.0
+    period_refresh: timedelta = timedelta(seconds=300)
+    period_recheck: timedelta = timedelta(seconds=30)
+
+
+class PeriodReader(Protocol):
+    """Reads a customer's subscription from Stripe and stores its billing periods."""
+
+    async def refresh(self, customer_id: str, *, actor: str = ...) -> object: ...
 
 
 def backoff_seconds(
@@ -71,24 +77,6 @@ def backoff_seconds(
     """Capped exponential backoff with full jitter, never shorter than Stripe's Retry-After."""
     delay = rng.uniform(0, min(cap, base * (2 ** min(attempts, 30))))
     return max(delay, retry_after or 0.0)
-
-
-def period_of(moment: datetime, known: Sequence[tuple[datetime, datetime]]) -> Window:
-    """The billing period containing ``moment``; the UTC calendar month if none is known."""
-    for start, end in known:
-        if start <= moment < end:
-            return Window(start, end)
-    return calendar_month(moment)
-
-
-def _delivered(state: MeterState) -> DeliveredState:
-    return DeliveredState(
-        state.raw_total,
-        state.billed_total,
-        state.last_value,
-        state.newest_window_end,
-        state.last_event_timestamp,
-    )
 
 
 def state_after_send(before: MeterState, batch: BatchRow) -> MeterState:
@@ -104,6 +92,7 @@ def state_after_send(before: MeterState, batch: BatchRow) -> MeterState:
     else:
         raw_total, billed, last = raw, batch.quantity, raw
     return MeterState(
+        before.period_id,
         before.customer_id,
         before.metric,
         batch.period_start,
@@ -130,7 +119,17 @@ class Forwarder:
         *,
         rng: random.Random | None = None,
         owner: str | None = None,
+        periods: PeriodReader | None = None,
+        watch: AgeingWatch | None = None,
     ) -> None:
+        self._periods = periods
+        self._watch = watch
+        self._watched_at: datetime | None = None
+        self._waiting: dict[str, datetime] = {}
+        self._planner = BatchPlanner(
+            catalogue, clock, metrics, mode=config.mode, coalesce=config.coalesce
+        )
+        self._semantics = {n: catalogue[n].semantics.value for n in catalogue.names}
         self._outbox = outbox
         self._links = links
         self._sender = sender
@@ -175,9 +174,19 @@ class Forwarder:
 
     async def step(self) -> int:
         """One round: form what can be formed, send what is due. Returns how much work it did."""
+        await self._watch_ageing()
         formed = await self.form_batches()
         sent = await self.deliver_due()
         return formed + sent
+
+    async def _watch_ageing(self) -> None:
+        now = self._clock.now()
+        if self._watch is None or (
+            self._watched_at is not None and now - self._watched_at < AGEING_CHECK_EVERY
+        ):
+            return
+        self._watched_at = now
+        await self._watch.check()
 
     async def drain(self, max_rounds: int = 10_000) -> None:
         """Step until nothing is left to do now (tests and the demo use it)."""
@@ -186,84 +195,43 @@ class Forwarder:
                 return
 
     async def form_batches(self) -> int:
-        groups = await self._outbox.groups_to_form(self._config.groups_per_round)
-        outcomes = await self._outbox.form(
-            groups, self._decide, max_members=self._config.max_members
+        now = self._clock.now()
+        self._waiting = {c: t for c, t in self._waiting.items() if t > now}
+        groups = await self._outbox.groups_to_form(
+            self._config.groups_per_round, exclude=self._waiting
         )
+        outcomes, blocked = await self._outbox.form(
+            groups,
+            self._planner,
+            self._semantics,
+            max_members=self._config.max_members,
+            now=now,
+        )
+        for customer_id in sorted(blocked):
+            await self._await_period(customer_id, now)
         return len(outcomes)
 
-    def _decide(
-        self,
-        pending: list[PendingForward],
-        periods: list[tuple[datetime, datetime]],
-        state_of: object,
-    ) -> Formation | None:
-        first = pending[0]
-        definition = self._catalogue.get(first.metric)
-        if definition is None:
-            log.error("forward for a metric not in the catalogue", metric=first.metric)
-            return None
-        period = period_of(event_time(first.window_end), periods)
-        group = [p for p in pending if period_of(event_time(p.window_end), periods) == period]
-        if not self._config.coalesce:
-            group = group[:1]
-        state: MeterState = state_of(period.start)  # type: ignore[operator]
-        if state.period_end == state.period_start:
-            state = MeterState(
-                state.customer_id,
-                state.metric,
-                period.start,
-                period.end,
-                Decimal(0),
-                0,
-                None,
-                None,
-                None,
-                0,
+    async def _await_period(self, customer_id: str, now: datetime) -> None:
+        """Usage waits for a billing period; read the subscription if nobody has lately."""
+        self._waiting[customer_id] = now + self._config.period_recheck
+        link = await self._links.get(customer_id)
+        if link is None or self._periods is None:
+            return
+        if link.checked_at is not None and now - link.checked_at < self._config.period_refresh:
+            return
+        await self._links.checked(customer_id, now)
+        try:
+            await self._periods.refresh(customer_id, actor="forwarder")
+        except (StripeTransient, StripePermanent) as exc:
+            log.warning(
+                "cannot read the subscription; usage waits for its billing period",
+                customer_id=customer_id,
+                error=exc.detail,
             )
-        members = [Member(p.id, p.report_id, p.window_end, p.value) for p in group]
-        now = self._clock.now()
-        plan = plan_batch(definition, members, _delivered(state), period, now)
-        ids = tuple(m.forward_id for m in plan.members)
-        if len(ids) > 1:
-            self._metrics.coalesced.labels(first.metric).inc(len(ids) - 1)
-        if not plan.send:
-            self._metrics.coalesced.labels(first.metric).inc(1)
-            after = plan.after
-            return Formation(
-                settled_ids=ids,
-                settled_as="superseded" if plan.superseded else "sent",
-                state=MeterState(
-                    state.customer_id,
-                    state.metric,
-                    period.start,
-                    period.end,
-                    after.raw_total,
-                    after.billed_total,
-                    after.last_value,
-                    after.newest_window_end,
-                    after.last_event_timestamp,
-                    state.calls,
-                ),
-            )
-        return Formation(
-            batch=NewBatch(
-                customer_id=first.customer_id,
-                metric=first.metric,
-                semantics=definition.semantics.value,
-                mode=self._config.mode,
-                period_start=period.start,
-                period_end=period.end,
-                identifier=batch_identifier(
-                    self._config.mode, first.customer_id, first.metric, plan.members
-                ),
-                quantity=plan.quantity,
-                raw_value=plan.raw_value,
-                event_timestamp=plan.event_timestamp,
-                newest_window_end=plan.newest_window_end,
-                member_ids=ids,
-                created_at=now,
-            )
+            return
+        self._waiting.pop(customer_id, None)
+        log.info(
+            "read the subscription of a customer waiting for its period", customer_id=customer_id
         )
 
     async def deliver_due(self) -> int:
@@ -313,11 +281,23 @@ class Forwarder:
                 count_attempt=False,
             )
             return None
+        if batch.event_timestamp <= self._clock.now() - STRIPE_PAST_LIMIT:
+            detail = (
+                f"timestamp {batch.event_timestamp.isoformat()} is older than Stripe's 35 days; "
+                "not sent. Bill it into the current period: POST "
+                f"/api/forwarding/batches/{batch.id}/rebill"
+            )
+            self._metrics.dead_letters.labels(batch.metric).inc()
+            log.error(
+                "batch aged past Stripe's limit", batch=batch.id, customer_id=batch.customer_id
+            )
+            await self._outbox.dead_letter(batch, self._owner, None, detail, reason="too_old")
+            return None
         definition = self._catalogue[batch.metric]
         return OutgoingEvent(
             identifier=batch.identifier,
             customer_id=batch.customer_id,
-            stripe_customer_id=link.stripe_customer_id,
+            stripe_customer_id=batch.stripe_customer_id or link.stripe_customer_id,
             metric=batch.metric,
             semantics=batch.semantics,
             event_name=definition.meter_event_name,
@@ -369,7 +349,10 @@ class Forwarder:
                 status=result.status,
                 error=result.detail,
             )
-            await self._outbox.dead_letter(batch, self._owner, result.status, result.detail)
+            reason = "too_old" if result.too_old else "rejected"
+            await self._outbox.dead_letter(
+                batch, self._owner, result.status, result.detail, reason=reason
+            )
             return
         status = result.status if isinstance(result, StripeTransient) else None
         retry_after = result.retry_after if isinstance(result, StripeTransient) else None

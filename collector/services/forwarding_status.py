@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+import structlog
+
+from collector.adapters.db.corrections import Ageing, CorrectionStore, Rebilled
 from collector.adapters.db.links import LinkStore
-from collector.adapters.db.outbox import OutboxStore
+from collector.adapters.db.outbox import OutboxStore, RefusedAsTooOld
 from collector.adapters.db.tables import BatchRow
 from collector.errors import Conflict, NotFound
+from collector.services.ageing import AgeingWatch
 from collector.services.subscriptions import SubscriptionItems, link_customer
 from collector.settings import CollectorSettings
 from common.clock import Clock
+
+log = structlog.get_logger("collector.forwarding")
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class ForwardingStatus:
     oldest_waiting: datetime | None
     lag_seconds: float | None
     calls_saved: int
+    ageing: list[Ageing] = field(default_factory=list)
 
 
 class ForwardingStatusService:
@@ -33,8 +41,12 @@ class ForwardingStatusService:
         links: LinkStore,
         clock: Clock,
         items: SubscriptionItems | None = None,
+        corrections: CorrectionStore | None = None,
+        watch: AgeingWatch | None = None,
     ) -> None:
         self._items = items
+        self._corrections = corrections
+        self._watch = watch
         self._settings = settings
         self._outbox = outbox
         self._links = links
@@ -55,7 +67,55 @@ class ForwardingStatusService:
             oldest_waiting=oldest,
             lag_seconds=lag,
             calls_saved=max(0, settled - calls),
+            ageing=await self.ageing(),
         )
+
+    async def ageing(self) -> list[Ageing]:
+        """Waiting usage that nears (or passed) Stripe's 35-day limit on event timestamps."""
+        return await self._watch.ageing() if self._watch is not None else []
+
+    async def rebill(
+        self, *, actor: str, batch_id: int | None = None, customer_id: str | None = None
+    ) -> list[Rebilled]:
+        """Bill usage Stripe refused as too old into the customer's current period, audited."""
+        if self._corrections is None:
+            raise Conflict("corrections are not available", field="batch_id")
+        if batch_id is None and customer_id is None:
+            raise Conflict("name a batch or a customer to rebill", field="batch_id")
+        if batch_id is not None:
+            row = await self._corrections.dead_batch(batch_id)
+            if row is None:
+                raise NotFound(f"no batch {batch_id}", field="batch_id")
+            if row.semantics != "increment":
+                raise Conflict(
+                    f"batch {batch_id} carries a {row.semantics} value of a past period; a device "
+                    "count or a peak belongs to its own period and cannot be billed in another",
+                    field="batch_id",
+                )
+            if row.state != "dead" or row.dead_reason != "too_old":
+                raise Conflict(
+                    f"batch {batch_id} is {row.state}; only batches Stripe refused as older than "
+                    "35 days are rebilled (others: POST .../retry)",
+                    field="batch_id",
+                )
+        done = await self._corrections.rebill(
+            actor, self._clock.now(), batch_id=batch_id, customer_id=customer_id
+        )
+        for record in done:
+            log.warning(
+                "aged usage rebilled into the current period",
+                batch=record.batch_id,
+                customer_id=record.customer_id,
+                metric=record.metric,
+                quantity=record.quantity,
+                by=actor,
+            )
+        return done
+
+    async def audit(self, customer_id: str | None, limit: int) -> list[Any]:
+        if self._corrections is None:
+            return []
+        return await self._corrections.audit_log(customer_id, limit)
 
     async def batches(
         self, state: str | None, customer_id: str | None, limit: int
@@ -66,11 +126,22 @@ class ForwardingStatusService:
         """Send a dead-lettered batch again, same identifier and members."""
         try:
             batch = await self._outbox.retry_dead(batch_id, self._clock.now())
+        except RefusedAsTooOld:
+            raise
         except Exception as exc:
             raise Conflict(str(exc), field="batch_id") from exc
         if batch is None:
             raise NotFound(f"no dead-lettered batch {batch_id}", field="batch_id")
         return batch
 
-    async def link(self, customer_id: str, stripe_customer_id: str) -> None:
-        await link_customer(self._links, self._clock, customer_id, stripe_customer_id, self._items)
+    @property
+    def subscription_reader(self) -> SubscriptionItems | None:
+        """Reads subscriptions from Stripe; None while no API key is configured."""
+        return self._items
+
+    async def link(
+        self, customer_id: str, stripe_customer_id: str, actor: str = "operator"
+    ) -> None:
+        await link_customer(
+            self._links, self._clock, customer_id, stripe_customer_id, self._items, actor=actor
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,9 @@ from collector.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from collector.services.period_hints import PeriodHints
 from collector.telemetry import CollectorMetrics
+from common.billing_periods import PeriodBounds
 from common.catalogue import MetricCatalogue, NotWholeNumberError
 from common.clock import Clock
 from common.schema import (
@@ -39,6 +41,7 @@ JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
 class IngestResult:
     row: StoredReport
     created: bool
+    billing_periods: list[PeriodBounds] = field(default_factory=list)
 
 
 def _field_path(error: dict[str, Any]) -> str | None:
@@ -65,8 +68,10 @@ class IngestService:
         *,
         legacy_window: timedelta,
         max_body_bytes: int = 65536,
+        hints: PeriodHints | None = None,
     ) -> None:
         self.max_body_bytes = max_body_bytes
+        self._hints = hints
         self._store = store
         self._catalogue = catalogue
         self._clock = clock
@@ -168,8 +173,9 @@ class IngestService:
         if created:
             for name in report.metrics:
                 self._metrics.metric_values.labels(name).inc()
+        periods = await self._hints.for_customer(report.customer_id) if self._hints else []
         self._metrics.ingest_seconds.observe(max(0.0, self._clock.monotonic() - started))
-        return IngestResult(stored, created)
+        return IngestResult(stored, created, periods)
 
     def rejected(self) -> None:
         self._metrics.reports.labels("rejected").inc()

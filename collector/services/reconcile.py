@@ -9,18 +9,19 @@ from typing import Any
 
 import stripe
 
-from collector.adapters.db.links import LinkStore
+from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.stripe.catalog import StripeCatalog
 from collector.adapters.stripe.client import LEGACY_API_VERSION, translate
 from collector.adapters.stripe.subscriptions import as_dict
 from collector.errors import CustomerNotLinked, StripeNotConfigured
-from collector.services.forwarder import period_of
+from collector.services.combination import combine
+from collector.services.planning import as_window
 from collector.services.usage import UsageService
 from collector.settings import StripeMode
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
-from common.windows import Window
+from common.windows import Window, calendar_month
 
 MINUTE = timedelta(minutes=1)
 
@@ -82,7 +83,7 @@ class ReconcileService:
             raise StripeNotConfigured("COLLECTOR_STRIPE_API_KEY is not set")
         return self._client
 
-    async def _link(self, customer_id: str) -> Any:
+    async def _link(self, customer_id: str) -> Link:
         link = await self._links.get(customer_id)
         if link is None:
             raise CustomerNotLinked(
@@ -91,13 +92,26 @@ class ReconcileService:
         return link
 
     async def reconcile(self, customer_id: str, at: datetime | None = None) -> Reconciliation:
-        """The current billing period's totals per metric: stored, delivered and in Stripe."""
+        """One billing period's totals per metric: billed by the collector, delivered, in Stripe.
+
+        The period is the current link's period containing ``at`` (default: now). The
+        collector's side combines the windows billed in that period (every instance, carried
+        device counts, rebilled usage), independently of what was sent.
+        """
         link = await self._link(customer_id)
         client = self._stripe()
         moment = at or self._clock.now()
-        period = period_of(moment, await self._links.periods(customer_id))
-        _, _, totals = await self._usage.totals(customer_id, period.start, period.end)
-        stored = {t.name: t.value for t in totals}
+        period_id, period = await self._period(customer_id, link, moment)
+        if period_id is not None:
+            billed = await self._outbox.billed_in(period_id)
+            stored = {
+                name: combine(self._catalogue[name].semantics, [as_window(f) for f in forwards])
+                for name, forwards in billed.items()
+                if name in self._catalogue
+            }
+        else:
+            _, _, totals = await self._usage.totals(customer_id, period.start, period.end)
+            stored = {t.name: t.value for t in totals}
         meters = (
             {} if self._mode is StripeMode.USAGE_RECORDS else await StripeCatalog(client).meters()
         )
@@ -106,7 +120,7 @@ class ReconcileService:
             definition = self._catalogue[name]
             value = stored.get(name)
             billable = definition.to_billable(value) if value is not None else None
-            state = await self._outbox.state(customer_id, name, period.start)
+            state = await self._outbox.state(period_id, name) if period_id is not None else None
             if self._mode is StripeMode.USAGE_RECORDS:
                 remote = await self._legacy_total(client, customer_id, definition.price_lookup_key)
             else:
@@ -132,6 +146,19 @@ class ReconcileService:
         waiting = (await self._outbox.counts())["forwards"]
         pending = waiting.get("pending", 0) + waiting.get("batched", 0)
         return Reconciliation(customer_id, link.stripe_customer_id, period, rows, pending)
+
+    async def _period(
+        self, customer_id: str, link: Link, moment: datetime
+    ) -> tuple[int | None, Window]:
+        periods = await self._links.periods(customer_id, link)
+        containing = [(pid, s, e) for pid, s, e in periods if s <= moment < e]
+        if containing:
+            pid, start, end = max(containing, key=lambda p: (p[1], p[2]))
+            return pid, Window(start, end)
+        if link.subscription_id and periods:
+            pid, start, end = periods[-1]
+            return pid, Window(start, end)
+        return None, calendar_month(moment)
 
     async def _meter_total(
         self,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
 import structlog
 
-from collector.adapters.db.links import LinkStore
+from collector.adapters.db.links import LinkChange, LinkStore, SubscriptionFacts
 from collector.adapters.stripe.subscriptions import active_subscription, as_dict, items_of
 from collector.errors import CustomerNotLinked, StripePermanent, StripeTransient
+from collector.services.periods import becomes_current
 from common.clock import Clock
 
 log = structlog.get_logger("collector.subscriptions")
@@ -35,35 +37,63 @@ class SubscriptionItems:
             )
         return fresh.subscription_item_id
 
-    async def refresh(self, customer_id: str) -> Any | None:
+    async def refresh(self, customer_id: str, *, actor: str = "collector") -> Any | None:
+        """Read the customer's live subscription and apply it; None when it has none."""
         link = await self._links.get(customer_id)
         if link is None:
             raise CustomerNotLinked(f"customer {customer_id!r} is not linked to Stripe")
         subscription = await active_subscription(self._client, link.stripe_customer_id)
-        if subscription is not None:
-            await self.remember(customer_id, link.stripe_customer_id, subscription)
+        await self._links.apply(
+            LinkChange(customer_id, link.stripe_customer_id, facts_of(subscription), actor=actor),
+            becomes_current,
+            self._clock.now(),
+        )
         return subscription
 
-    async def remember(self, customer_id: str, stripe_customer_id: str, subscription: Any) -> None:
-        await self.remember_with(
-            self._links, self._clock, customer_id, stripe_customer_id, subscription
-        )
+    async def read(self, stripe_customer_id: str) -> tuple[Any | None, SubscriptionFacts]:
+        """The live subscription of a Stripe customer and what it says of billing periods."""
+        subscription = await active_subscription(self._client, stripe_customer_id)
+        return subscription, facts_of(subscription)
 
     @staticmethod
     async def remember_with(
-        links: LinkStore, clock: Clock, customer_id: str, stripe_customer_id: str, raw: Any
-    ) -> None:
-        """Store a subscription's id, status, items and periods (from the API or a webhook)."""
-        subscription = as_dict(raw)
-        now = clock.now()
-        await links.link(
-            customer_id,
-            stripe_customer_id,
-            now,
-            subscription_id=subscription["id"],
-            subscription_status=subscription.get("status"),
+        links: LinkStore,
+        clock: Clock,
+        customer_id: str,
+        stripe_customer_id: str,
+        raw: Any,
+        *,
+        event_at: datetime | None = None,
+        actor: str = "stripe",
+    ) -> bool:
+        """Apply a subscription seen in a webhook or the API; True if it is now the current one."""
+        outcome = await links.apply(
+            LinkChange(
+                customer_id, stripe_customer_id, facts_of(raw), event_at=event_at, actor=actor
+            ),
+            becomes_current,
+            clock.now(),
         )
-        await links.replace_items(customer_id, items_of(subscription), now)
+        return outcome.current
+
+
+def facts_of(raw: Any | None) -> SubscriptionFacts:
+    """A subscription object (SDK or webhook JSON) as facts; None: no live subscription."""
+    if raw is None:
+        return SubscriptionFacts(None, "none", None)
+    subscription = as_dict(raw)
+    items = tuple(items_of(subscription))
+    periods = tuple(
+        sorted({(i.period_start, i.period_end) for i in items if i.period_start and i.period_end})
+    )
+    created = subscription.get("created")
+    return SubscriptionFacts(
+        subscription["id"],
+        subscription.get("status"),
+        datetime.fromtimestamp(int(created), UTC) if created else None,
+        items,
+        periods,
+    )
 
 
 async def link_customer(
@@ -72,20 +102,30 @@ async def link_customer(
     customer_id: str,
     stripe_customer_id: str,
     items: SubscriptionItems | None,
+    *,
+    actor: str = "operator",
 ) -> Any | None:
-    """Link a customer to Stripe; with Stripe configured, read its subscription's items and period.
+    """An operator links a customer to Stripe, with its subscription read first when possible.
 
-    Returns the active subscription, or ``None`` when there is none yet, Stripe is not configured
-    or cannot be read now: the link stands either way, and the subscription webhook records the
-    period later.
+    Link, items and billing periods are stored in one transaction, so the forwarder never sees
+    the link without its periods. When Stripe is not configured or cannot be read now, the link
+    stands with its period unknown: usage waits, and the forwarder reads the subscription later.
+    Returns the live subscription, or None.
     """
-    await links.link(customer_id, stripe_customer_id, clock.now())
-    if items is None:
-        return None
-    try:
-        return await items.refresh(customer_id)
-    except (StripeTransient, StripePermanent) as exc:
-        log.warning(
-            "linked without reading the subscription", customer_id=customer_id, error=exc.detail
-        )
-        return None
+    subscription = None
+    facts: SubscriptionFacts | None = None
+    if items is not None:
+        try:
+            subscription, facts = await items.read(stripe_customer_id)
+        except (StripeTransient, StripePermanent) as exc:
+            log.warning(
+                "linked without reading the subscription; usage waits until it is read",
+                customer_id=customer_id,
+                error=exc.detail,
+            )
+    await links.apply(
+        LinkChange(customer_id, stripe_customer_id, facts, explicit=True, actor=actor),
+        becomes_current,
+        clock.now(),
+    )
+    return subscription

@@ -12,9 +12,9 @@ from decimal import Decimal
 from collector.adapters.db.reports import HistoryQuery, ReportStore
 from collector.adapters.db.tables import ReportRow
 from collector.errors import NotFound, ValidationFailed
+from collector.services.combination import InstanceWindow, combine
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
-from common.semantics import fold
 from common.windows import as_utc, calendar_month
 
 
@@ -93,7 +93,9 @@ class UsageService:
     ) -> tuple[datetime, datetime, list[MetricTotal]]:
         """Each metric's billed quantity over windows ending in ``(since, until]``.
 
-        The period defaults to the current UTC calendar month.
+        Instances combine as Stripe bills them: device counts add up per instance's newest
+        value, storage peaks are the peak of the sum. The period defaults to the current UTC
+        calendar month.
         """
         month = calendar_month(self._clock.now())
         start = as_utc(since) if since else month.start
@@ -104,8 +106,19 @@ class UsageService:
         totals = []
         for name in self._catalogue.names:
             definition = self._catalogue[name]
-            values = [row.metrics[name] for row in rows if name in row.metrics]
-            folded = fold(definition.semantics, values)
+            windows = [
+                InstanceWindow(
+                    row.instance_id,
+                    row.window_start,
+                    row.window_end,
+                    Decimal(str(row.metrics[name])),
+                    row.id,
+                )
+                for row in rows
+                if name in row.metrics
+            ]
+            values = windows
+            folded = combine(definition.semantics, windows)
             if folded is not None:
                 totals.append(
                     MetricTotal(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
 import structlog
 
+from collector.adapters.db.corrections import CorrectionStore
 from collector.adapters.db.links import LinkStore
-from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.stripe.client import translate
 from collector.errors import BadRequest, StripeNotConfigured
 from collector.services.subscriptions import SubscriptionItems
@@ -45,7 +46,7 @@ class WebhookService:
         self,
         secret: str | None,
         links: LinkStore,
-        outbox: OutboxStore,
+        corrections: CorrectionStore,
         clock: Clock,
         metrics: CollectorMetrics,
         *,
@@ -53,7 +54,7 @@ class WebhookService:
     ) -> None:
         self._secret = secret
         self._links = links
-        self._outbox = outbox
+        self._corrections = corrections
         self._clock = clock
         self._metrics = metrics
         self._client = client
@@ -92,7 +93,9 @@ class WebhookService:
 
     async def _process(self, event_type: str, event: dict[str, Any], payload: bytes) -> str:
         if event_type in SUBSCRIPTION_EVENTS:
-            return await self._subscription(event["data"]["object"])
+            created = event.get("created")
+            event_at = datetime.fromtimestamp(int(created), UTC) if created else None
+            return await self._subscription(event["data"]["object"], event_at)
         if event_type in INVOICE_EVENTS:
             invoice = event["data"]["object"]
             return f"invoice {invoice.get('id')} is {invoice.get('status')}"
@@ -100,7 +103,7 @@ class WebhookService:
             return await self._meter_errors(event, payload)
         return "ignored"
 
-    async def _subscription(self, subscription: dict[str, Any]) -> str:
+    async def _subscription(self, subscription: dict[str, Any], event_at: datetime | None) -> str:
         stripe_customer = subscription.get("customer")
         if isinstance(stripe_customer, dict):
             stripe_customer = stripe_customer.get("id")
@@ -110,9 +113,19 @@ class WebhookService:
             customer_id = link.customer_id if link else None
         if not customer_id or not stripe_customer:
             return "no metadata.customer_id and no linked Stripe customer: ignored"
-        await SubscriptionItems.remember_with(
-            self._links, self._clock, customer_id, str(stripe_customer), subscription
+        current = await SubscriptionItems.remember_with(
+            self._links,
+            self._clock,
+            customer_id,
+            str(stripe_customer),
+            subscription,
+            event_at=event_at,
         )
+        if not current:
+            return (
+                f"recorded the periods of subscription {subscription.get('id')}; {customer_id} "
+                "stays on its current, newer subscription"
+            )
         return f"linked {customer_id} to {stripe_customer}, subscription {subscription.get('id')}"
 
     async def _meter_errors(self, event: dict[str, Any], payload: bytes) -> str:
@@ -131,7 +144,16 @@ class WebhookService:
                 message = sample.get("error_message") or error_type.get("code") or "meter error"
                 if identifier:
                     errors.append((identifier, f"Stripe meter error: {message}"))
-        marked = 0
+        outcomes: dict[str, int] = {}
         for identifier, message in errors:
-            marked += await self._outbox.reject_delivered(identifier, message)
-        return f"{marked} of {len(errors)} reported events marked dead"
+            outcome = await self._corrections.meter_error(identifier, message, self._clock.now())
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome in ("requeued", "dead"):
+                log.warning(
+                    "stripe reported a failed meter event",
+                    identifier=identifier,
+                    outcome=outcome,
+                    error=message,
+                )
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "none"
+        return f"{len(errors)} reported events: {summary}"

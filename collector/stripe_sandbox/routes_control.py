@@ -142,9 +142,10 @@ async def payment_failure(app: SandboxApp, req: Request) -> Any:
 
 @route("POST", "/_sandbox/meters/{id}/error_report")
 async def error_report(app: SandboxApp, req: Request) -> Any:
-    """Emit ``v1.billing.meter.error_report_triggered`` naming the given identifiers.
+    """Fail the named events after accepting them, as Stripe's asynchronous processing can.
 
-    Body: ``{"errors": [{"identifier": "...", "code": "meter_event_invalid_value",
+    The events stop counting towards the meter, and ``v1.billing.meter.error_report_triggered``
+    names them. Body: ``{"errors": [{"identifier": "...", "code": "meter_event_invalid_value",
     "message": "..."}]}``.
     """
     meter_id = req.path_params["id"]
@@ -156,6 +157,8 @@ async def error_report(app: SandboxApp, req: Request) -> Any:
         grouped.setdefault((meter_id, code), []).append(
             {"identifier": row["identifier"], "message": row.get("message") or code}
         )
+    failed = {r["identifier"] for rows in grouped.values() for r in rows}
+    app.store.meter_events[:] = [e for e in app.store.meter_events if e.identifier not in failed]
     routes_v2.emit_reports(app.store, grouped)
     return {"ok": True}
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.corrections import audit, carry_and_dissolve
 from collector.adapters.db.tables import (
     BillingPeriodRow,
     CustomerLinkRow,
@@ -29,6 +31,10 @@ class Link:
     stripe_customer_id: str
     subscription_id: str | None
     subscription_status: str | None
+    subscription_created: datetime | None = None
+    checked_at: datetime | None = None
+    event_at: datetime | None = None
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,64 @@ class Item:
     period_end: datetime | None
 
 
+@dataclass(frozen=True)
+class SubscriptionFacts:
+    """What Stripe said of a customer's subscription. ``subscription_id`` None: none is live."""
+
+    subscription_id: str | None
+    status: str | None
+    created: datetime | None
+    items: tuple[Item, ...] = ()
+    periods: tuple[tuple[datetime, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """A link to apply: from an operator (``explicit``), a webhook, or the forwarder's read.
+
+    ``facts`` None means Stripe could not be read: the customer's billing period stays unknown.
+    """
+
+    customer_id: str
+    stripe_customer_id: str
+    facts: SubscriptionFacts | None
+    explicit: bool = False
+    event_at: datetime | None = None
+    actor: str = "collector"
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    current: bool
+    relinked: bool
+    link: Link | None
+    carried: int = 0
+    dissolved: int = 0
+
+
+Decide = Callable[[Link | None, LinkChange], bool]
+
+
+def _link_of(row: Any) -> Link:
+    return Link(
+        row.customer_id,
+        row.stripe_customer_id,
+        row.subscription_id,
+        row.subscription_status,
+        row.subscription_created,
+        row.subscription_checked_at,
+        row.event_at,
+        row.generation,
+    )
+
+
+def _key(subscription_id: str | None, status: str | None) -> str | None:
+    """What bills a customer: a subscription, calendar months ('' ), or unknown (None)."""
+    if subscription_id:
+        return subscription_id
+    return "" if status == "none" else None
+
+
 def _insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -47,19 +111,25 @@ def _insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.I
 
 
 async def _upsert(
-    conn: AsyncConnection, table: Table, keys: list[str], values: dict[str, object]
+    conn: AsyncConnection,
+    table: Table,
+    keys: list[str],
+    values: dict[str, object],
+    *,
+    overwrite: bool = True,
 ) -> None:
     statement = _insert(conn, table).values(values)
     changes = {k: v for k, v in values.items() if k not in keys}
-    if changes:
+    if changes and overwrite:
         await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
     else:
         await conn.execute(statement.on_conflict_do_nothing(index_elements=keys))
 
 
 class LinkStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, set_metrics: Sequence[str] = ()) -> None:
         self._engine = engine
+        self._set_metrics = tuple(set_metrics)
 
     async def link(
         self,
@@ -70,18 +140,151 @@ class LinkStore:
         subscription_id: str | None = None,
         subscription_status: str | None = None,
     ) -> None:
+        """An operator's link with what is known of the subscription (nothing: unknown)."""
+        facts = (
+            SubscriptionFacts(subscription_id, subscription_status, None)
+            if subscription_id or subscription_status
+            else None
+        )
+        await self.apply(
+            LinkChange(customer_id, stripe_customer_id, facts, explicit=True),
+            lambda current, change: True,
+            now,
+        )
+
+    async def apply(self, change: LinkChange, decide: Decide, now: datetime) -> LinkOutcome:
+        """Record a subscription's periods and, if ``decide`` says so, make it the current link.
+
+        One transaction: the forwarder never sees a link whose periods are not stored yet. A
+        relink (another Stripe customer or subscription) carries the current ``set`` values to
+        the new one and frees batches not yet attempted.
+        """
         async with self._engine.begin() as conn:
+            query = select(LINKS).where(LINKS.c.customer_id == change.customer_id)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            row = (await conn.execute(query)).first()
+            current = _link_of(row) if row is not None else None
+            facts = change.facts
+            if facts is not None and facts.subscription_id:
+                for start, end in facts.periods:
+                    await _upsert(
+                        conn,
+                        PERIODS,
+                        ["customer_id", "stripe_customer_id", "subscription_id", "period_start"],
+                        {
+                            "customer_id": change.customer_id,
+                            "stripe_customer_id": change.stripe_customer_id,
+                            "subscription_id": facts.subscription_id,
+                            "period_start": start,
+                            "period_end": end,
+                            "created_at": now,
+                        },
+                        overwrite=False,
+                    )
+            if not decide(current, change):
+                return LinkOutcome(False, False, current)
+            same_customer = current is not None and (
+                current.stripe_customer_id == change.stripe_customer_id
+            )
+            if facts is None:
+                keep = current if same_customer else None
+                subscription_id = keep.subscription_id if keep else None
+                status = keep.subscription_status if keep else None
+                created = keep.subscription_created if keep else None
+                checked = keep.checked_at if keep else None
+            else:
+                subscription_id = facts.subscription_id
+                status = facts.status or (None if facts.subscription_id else "none")
+                created = facts.created
+                checked = now
+            old_key = (
+                _key(current.subscription_id, current.subscription_status) if current else None
+            )
+            new_key = _key(subscription_id, status)
+            relinked = current is not None and (
+                not same_customer
+                or (old_key is not None and new_key is not None and old_key != new_key)
+            )
+            generation = (current.generation if current else 0) + (1 if relinked else 0)
+            event_at = max(
+                (t for t in (current.event_at if current else None, change.event_at) if t),
+                default=None,
+            )
             await _upsert(
                 conn,
                 LINKS,
                 ["customer_id"],
                 {
-                    "customer_id": customer_id,
-                    "stripe_customer_id": stripe_customer_id,
+                    "customer_id": change.customer_id,
+                    "stripe_customer_id": change.stripe_customer_id,
                     "subscription_id": subscription_id,
-                    "subscription_status": subscription_status,
+                    "subscription_status": status,
+                    "subscription_created": created,
+                    "subscription_checked_at": checked,
+                    "event_at": event_at,
+                    "generation": generation,
                     "updated_at": now,
                 },
+            )
+            if facts is not None and facts.subscription_id:
+                await conn.execute(delete(ITEMS).where(ITEMS.c.customer_id == change.customer_id))
+                for item in facts.items:
+                    await conn.execute(
+                        ITEMS.insert().values(
+                            customer_id=change.customer_id,
+                            lookup_key=item.lookup_key,
+                            subscription_item_id=item.subscription_item_id,
+                            price_id=item.price_id,
+                            period_start=item.period_start,
+                            period_end=item.period_end,
+                            updated_at=now,
+                        )
+                    )
+            carried = dissolved = 0
+            if relinked and current is not None:
+                carried, dissolved = await carry_and_dissolve(
+                    conn, change.customer_id, generation, self._set_metrics, now
+                )
+                await audit(
+                    conn,
+                    now,
+                    change.actor,
+                    "relink",
+                    change.customer_id,
+                    {
+                        "from": {
+                            "stripe_customer_id": current.stripe_customer_id,
+                            "subscription_id": current.subscription_id,
+                        },
+                        "to": {
+                            "stripe_customer_id": change.stripe_customer_id,
+                            "subscription_id": subscription_id,
+                        },
+                        "generation": generation,
+                        "set_values_carried": carried,
+                        "batches_dissolved": dissolved,
+                    },
+                )
+            link = Link(
+                change.customer_id,
+                change.stripe_customer_id,
+                subscription_id,
+                status,
+                created,
+                checked,
+                event_at,
+                generation,
+            )
+            return LinkOutcome(True, relinked, link, carried, dissolved)
+
+    async def checked(self, customer_id: str, now: datetime) -> None:
+        """The forwarder tried to read the subscription (whatever came of it)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(LINKS)
+                .where(LINKS.c.customer_id == customer_id)
+                .values(subscription_checked_at=now)
             )
 
     async def get(self, customer_id: str) -> Link | None:
@@ -89,19 +292,12 @@ class LinkStore:
             row = (
                 await conn.execute(select(LINKS).where(LINKS.c.customer_id == customer_id))
             ).first()
-        if row is None:
-            return None
-        return Link(
-            row.customer_id, row.stripe_customer_id, row.subscription_id, row.subscription_status
-        )
+        return _link_of(row) if row is not None else None
 
     async def all(self) -> list[Link]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(LINKS).order_by(LINKS.c.customer_id))).all()
-        return [
-            Link(r.customer_id, r.stripe_customer_id, r.subscription_id, r.subscription_status)
-            for r in rows
-        ]
+        return [_link_of(r) for r in rows]
 
     async def by_stripe_customer(self, stripe_customer_id: str) -> Link | None:
         async with self._engine.connect() as conn:
@@ -110,39 +306,7 @@ class LinkStore:
                     select(LINKS).where(LINKS.c.stripe_customer_id == stripe_customer_id)
                 )
             ).first()
-        if row is None:
-            return None
-        return Link(
-            row.customer_id, row.stripe_customer_id, row.subscription_id, row.subscription_status
-        )
-
-    async def replace_items(self, customer_id: str, items: Sequence[Item], now: datetime) -> None:
-        """The subscription's items per lookup key, and each item's period as a known period."""
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(ITEMS).where(ITEMS.c.customer_id == customer_id))
-            for item in items:
-                await conn.execute(
-                    ITEMS.insert().values(
-                        customer_id=customer_id,
-                        lookup_key=item.lookup_key,
-                        subscription_item_id=item.subscription_item_id,
-                        price_id=item.price_id,
-                        period_start=item.period_start,
-                        period_end=item.period_end,
-                        updated_at=now,
-                    )
-                )
-                if item.period_start and item.period_end:
-                    await _upsert(
-                        conn,
-                        PERIODS,
-                        ["customer_id", "period_start"],
-                        {
-                            "customer_id": customer_id,
-                            "period_start": item.period_start,
-                            "period_end": item.period_end,
-                        },
-                    )
+        return _link_of(row) if row is not None else None
 
     async def item(self, customer_id: str, lookup_key: str) -> Item | None:
         async with self._engine.connect() as conn:
@@ -169,16 +333,29 @@ class LinkStore:
             for r in rows
         ]
 
-    async def periods(self, customer_id: str) -> list[tuple[datetime, datetime]]:
+    async def periods(
+        self, customer_id: str, link: Link | None = None
+    ) -> list[tuple[int, datetime, datetime]]:
+        """(id, start, end) of the periods of the customer's current subscription, oldest first."""
+        link = link or await self.get(customer_id)
+        if link is None:
+            return []
+        wanted = _key(link.subscription_id, link.subscription_status)
+        if wanted is None:
+            return []
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(PERIODS)
-                    .where(PERIODS.c.customer_id == customer_id)
-                    .order_by(PERIODS.c.period_start)
+                    .where(
+                        PERIODS.c.customer_id == customer_id,
+                        PERIODS.c.stripe_customer_id == link.stripe_customer_id,
+                        PERIODS.c.subscription_id == wanted,
+                    )
+                    .order_by(PERIODS.c.period_start, PERIODS.c.id)
                 )
             ).all()
-        return [(r.period_start, r.period_end) for r in rows]
+        return [(r.id, r.period_start, r.period_end) for r in rows]
 
     async def seen(self, event_id: str) -> bool:
         async with self._engine.connect() as conn:

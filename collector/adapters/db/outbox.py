@@ -6,53 +6,53 @@ Invariants the database enforces: one forward per (report, metric); at most one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, func, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, and_, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db import formation
 from collector.adapters.db.outbox_records import (
-    Decide,
     Formation,
     MeterState,
     NewBatch,
     PendingForward,
+    Planner,
+    empty_state,
     state_from_row,
 )
 from collector.adapters.db.tables import (
     BatchRow,
-    BillingPeriodRow,
     CustomerLinkRow,
     ForwardRow,
     MeterStateRow,
     StoredReport,
 )
-from collector.errors import DatabaseUnavailable
+from collector.errors import Conflict, DatabaseUnavailable
+
+
+class RefusedAsTooOld(Conflict):
+    """Stripe refused this batch's timestamp for age; resending it can only fail again."""
+
+    code = "refused_as_too_old"
+
 
 __all__ = [
-    "Decide",
     "Formation",
     "MeterState",
     "NewBatch",
     "OutboxStore",
     "PendingForward",
+    "Planner",
+    "RefusedAsTooOld",
     "enqueue",
 ]
 
 FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
 BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
 STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
-PERIODS: Table = BillingPeriodRow.__table__  # type: ignore[assignment]
 LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
-FORMATION_LOCK = 0x55534147  # any constant: one batch former at a time across replicas
-
-
-def _upsert(conn: AsyncConnection, table: Table) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:
@@ -62,7 +62,9 @@ async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: d
             "report_pk": report.id,
             "report_id": report.report_id,
             "customer_id": report.customer_id,
+            "instance_id": report.instance_id,
             "metric": name,
+            "kind": "report",
             "window_start": report.window_start,
             "window_end": report.window_end,
             "value": repr(value) if isinstance(value, float) else str(value),
@@ -83,19 +85,13 @@ class OutboxStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def _lock_formation(self, conn: AsyncConnection) -> bool:
-        if conn.dialect.name != "postgresql":
-            return True
-        result = await conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": FORMATION_LOCK}
-        )
-        return bool(result.scalar_one())
-
-    async def groups_to_form(self, limit: int) -> list[tuple[str, str]]:
+    async def groups_to_form(
+        self, limit: int, exclude: Collection[str] = ()
+    ) -> list[tuple[str, str]]:
         """(customer, metric) pairs of linked customers with waiting forwards and no open batch.
 
         Usage of a customer not linked to Stripe waits unbatched: its billing periods are only
-        known once it is linked.
+        known once it is linked. ``exclude`` names customers known to be waiting for a period.
         """
         open_batch = exists().where(
             BATCHES.c.customer_id == FORWARDS.c.customer_id,
@@ -110,117 +106,31 @@ class OutboxStore:
             .order_by(func.min(FORWARDS.c.id))
             .limit(limit)
         )
+        if exclude:
+            statement = statement.where(FORWARDS.c.customer_id.not_in(sorted(exclude)))
         async with self._engine.connect() as conn:
             return [(r.customer_id, r.metric) for r in (await conn.execute(statement)).all()]
 
     async def form(
-        self, groups: Sequence[tuple[str, str]], decide: Decide, *, max_members: int
-    ) -> list[Formation]:
-        """Under the formation lock, let ``decide`` turn each group's oldest forwards into a batch.
+        self,
+        groups: Sequence[tuple[str, str]],
+        planner: Planner,
+        semantics_of: dict[str, str],
+        *,
+        max_members: int,
+        now: datetime,
+    ) -> tuple[list[Formation], set[str]]:
+        """Under the formation lock, let ``planner`` turn each group's oldest forwards into a batch.
 
-        One transaction for all ``groups``, with set-based reads and writes. ``decide`` gets a
-        group's waiting members (oldest window first), the customer's known billing periods, and
-        the delivered state of a period by its start.
+        One transaction for all ``groups``. Returns the outcomes, and the customers whose
+        forwards wait because their billing period is not known.
         """
         if not groups:
-            return []
+            return [], set()
         async with self._engine.begin() as conn:
-            if not await self._lock_formation(conn):
-                return []
-            pairs = tuple_(FORWARDS.c.customer_id, FORWARDS.c.metric)
-            busy = {
-                (r.customer_id, r.metric)
-                for r in (
-                    await conn.execute(
-                        select(BATCHES.c.customer_id, BATCHES.c.metric).where(
-                            BATCHES.c.state == "pending",
-                            tuple_(BATCHES.c.customer_id, BATCHES.c.metric).in_(groups),
-                        )
-                    )
-                ).all()
-            }
-            free = [g for g in groups if g not in busy]
-            if not free:
-                return []
-            waiting: dict[tuple[str, str], list[PendingForward]] = {g: [] for g in free}
-            rows = await conn.execute(
-                select(FORWARDS)
-                .where(FORWARDS.c.state == "pending", pairs.in_(free))
-                .order_by(
-                    FORWARDS.c.customer_id, FORWARDS.c.metric, FORWARDS.c.window_end, FORWARDS.c.id
-                )
+            return await formation.form(
+                conn, groups, planner, semantics_of, max_members=max_members, now=now
             )
-            for r in rows.all():
-                members = waiting[(r.customer_id, r.metric)]
-                if len(members) < max_members:
-                    members.append(
-                        PendingForward(
-                            r.id,
-                            r.report_id,
-                            r.customer_id,
-                            r.metric,
-                            r.window_end,
-                            Decimal(r.value),
-                        )
-                    )
-            customers = sorted({c for c, _ in free})
-            periods: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in customers}
-            for r in (
-                await conn.execute(select(PERIODS).where(PERIODS.c.customer_id.in_(customers)))
-            ).all():
-                periods[r.customer_id].append((r.period_start, r.period_end))
-            states = {
-                (r.customer_id, r.metric, r.period_start): state_from_row(r)
-                for r in (
-                    await conn.execute(
-                        select(STATE).where(tuple_(STATE.c.customer_id, STATE.c.metric).in_(free))
-                    )
-                ).all()
-            }
-            outcomes = []
-            for customer_id, metric in free:
-                members = waiting[(customer_id, metric)]
-                if not members:
-                    continue
-
-                def state_of(start: datetime, c: str = customer_id, m: str = metric) -> MeterState:
-                    return states.get((c, m, start)) or MeterState(
-                        c, m, start, start, Decimal(0), 0, None, None, None, 0
-                    )
-
-                outcome = decide(members, periods[customer_id], state_of)
-                if outcome is not None:
-                    outcomes.append(outcome)
-            await self._apply(conn, outcomes)
-            return outcomes
-
-    async def _apply(self, conn: AsyncConnection, outcomes: list[Formation]) -> None:
-        batches = [o.batch for o in outcomes if o.batch is not None]
-        if batches:
-            inserted = await conn.execute(
-                BATCHES.insert().returning(BATCHES.c.id, sort_by_parameter_order=True),
-                [_batch_row(b) for b in batches],
-            )
-            ids = [r.id for r in inserted.all()]
-            await conn.execute(
-                update(FORWARDS)
-                .where(FORWARDS.c.id == bindparam("f_id"), FORWARDS.c.state == "pending")
-                .values(state="batched", batch_id=bindparam("f_batch")),
-                [
-                    {"f_id": member, "f_batch": batch_id}
-                    for batch, batch_id in zip(batches, ids, strict=True)
-                    for member in batch.member_ids
-                ],
-            )
-        for settled_as in ("sent", "superseded"):
-            ids_settled = [i for o in outcomes if o.settled_as == settled_as for i in o.settled_ids]
-            if ids_settled:
-                await conn.execute(
-                    update(FORWARDS)
-                    .where(FORWARDS.c.id.in_(ids_settled), FORWARDS.c.state == "pending")
-                    .values(state=settled_as)
-                )
-        await self._save_states(conn, [o.state for o in outcomes if o.state is not None])
 
     async def _has_open_batch(self, conn: AsyncConnection, customer_id: str, metric: str) -> bool:
         found = await conn.execute(
@@ -233,34 +143,6 @@ class OutboxStore:
             .limit(1)
         )
         return found.first() is not None
-
-    async def _save_states(self, conn: AsyncConnection, states: Sequence[MeterState]) -> None:
-        """Upsert delivered states in one statement."""
-        if not states:
-            return
-        rows = [
-            {
-                "customer_id": state.customer_id,
-                "metric": state.metric,
-                "period_start": state.period_start,
-                "period_end": state.period_end,
-                "raw_total": str(state.raw_total),
-                "billed_total": state.billed_total,
-                "last_value": str(state.last_value) if state.last_value is not None else None,
-                "newest_window_end": state.newest_window_end,
-                "last_event_timestamp": state.last_event_timestamp,
-                "calls": state.calls,
-                "updated_at": state.newest_window_end or state.period_start,
-            }
-            for state in states
-        ]
-        statement = _upsert(conn, STATE)
-        keys = ("customer_id", "metric", "period_start")
-        statement = statement.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={k: statement.excluded[k] for k in rows[0] if k not in keys},
-        )
-        await conn.execute(statement, rows)
 
     async def claim_due(
         self, owner: str, now: datetime, lease: timedelta, limit: int
@@ -341,32 +223,26 @@ class OutboxStore:
             await conn.execute(
                 update(FORWARDS).where(FORWARDS.c.batch_id.in_(owned)).values(state="sent")
             )
-            batches = [by_id[i][0] for i in sorted(owned)]
-            keys = {(b.customer_id, b.metric, b.period_start) for b in batches}
-            rows = await conn.execute(
-                select(STATE).where(
-                    tuple_(STATE.c.customer_id, STATE.c.metric, STATE.c.period_start).in_(keys)
+            batches = [by_id[i][0] for i in sorted(owned) if by_id[i][0].period_id is not None]
+            keys = {(b.period_id, b.metric) for b in batches}
+            states: dict[tuple[int | None, str], MeterState] = {}
+            if keys:
+                rows = await conn.execute(
+                    select(STATE).where(tuple_(STATE.c.period_id, STATE.c.metric).in_(keys))
                 )
-            )
-            states = {
-                (r.customer_id, r.metric, r.period_start): state_from_row(r) for r in rows.all()
-            }
+                states = {(r.period_id, r.metric): state_from_row(r) for r in rows.all()}
             for batch in batches:
-                key = (batch.customer_id, batch.metric, batch.period_start)
-                before = states.get(key) or MeterState(
+                assert batch.period_id is not None
+                key = (batch.period_id, batch.metric)
+                before = states.get(key) or empty_state(
+                    batch.period_id,
                     batch.customer_id,
                     batch.metric,
                     batch.period_start,
                     batch.period_end,
-                    Decimal(0),
-                    0,
-                    None,
-                    None,
-                    None,
-                    0,
                 )
                 states[key] = advance(before, batch)
-            await self._save_states(conn, [states[k] for k in keys])
+            await formation.save_states(conn, [states[k] for k in keys])
             return owned
 
     async def release_leases(self) -> int:
@@ -408,7 +284,12 @@ class OutboxStore:
             )
 
     async def dead_letter(
-        self, batch: BatchRow, owner: str | None, status: int | None, error: str
+        self,
+        batch: BatchRow,
+        owner: str | None,
+        status: int | None,
+        error: str,
+        reason: str = "rejected",
     ) -> None:
         """Park a batch that retrying cannot fix, visibly, with Stripe's message."""
         async with self._engine.begin() as conn:
@@ -420,6 +301,7 @@ class OutboxStore:
                 .where(condition)
                 .values(
                     state="dead",
+                    dead_reason=reason,
                     last_status=status,
                     last_error=error[:1000],
                     lease_owner=None,
@@ -432,56 +314,18 @@ class OutboxStore:
                     update(FORWARDS).where(FORWARDS.c.batch_id == batch.id).values(state="dead")
                 )
 
-    async def reject_delivered(self, identifier: str, error: str) -> int:
-        """Stripe reported a delivered event as invalid later: park its batch as dead.
-
-        An increment's contribution leaves the delivered state, so a retry bills it once.
-        """
-        async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(select(BATCHES).where(BATCHES.c.identifier == identifier))
-            ).first()
-            if row is None or row.state == "dead":
-                return 0
-            await conn.execute(
-                update(BATCHES)
-                .where(BATCHES.c.id == row.id)
-                .values(state="dead", last_error=error[:1000], lease_owner=None, lease_until=None)
-            )
-            await conn.execute(
-                update(FORWARDS).where(FORWARDS.c.batch_id == row.id).values(state="dead")
-            )
-            if row.state == "sent" and row.semantics == "increment":
-                state = (
-                    await conn.execute(
-                        select(STATE).where(
-                            STATE.c.customer_id == row.customer_id,
-                            STATE.c.metric == row.metric,
-                            STATE.c.period_start == row.period_start,
-                        )
-                    )
-                ).first()
-                if state is not None:
-                    await conn.execute(
-                        update(STATE)
-                        .where(
-                            STATE.c.customer_id == row.customer_id,
-                            STATE.c.metric == row.metric,
-                            STATE.c.period_start == row.period_start,
-                        )
-                        .values(
-                            raw_total=str(Decimal(state.raw_total) - Decimal(row.raw_value)),
-                            billed_total=state.billed_total - row.quantity,
-                        )
-                    )
-            return 1
-
     async def retry_dead(self, batch_id: int, now: datetime) -> BatchRow | None:
         """Reopen a dead batch with its identifier and members unchanged."""
         async with self._engine.begin() as conn:
             row = (await conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id))).first()
             if row is None or row.state != "dead":
                 return None
+            if row.dead_reason == "too_old":
+                raise RefusedAsTooOld(
+                    f"Stripe refused batch {batch_id}'s timestamp as older than 35 days; it is "
+                    "never sent again. Bill it into the current period with "
+                    f"POST /api/forwarding/batches/{batch_id}/rebill"
+                )
             if await self._has_open_batch(conn, row.customer_id, row.metric):
                 raise DatabaseUnavailable(
                     "another batch for this customer and metric is open; retry after it settles"
@@ -489,7 +333,7 @@ class OutboxStore:
             await conn.execute(
                 update(BATCHES)
                 .where(BATCHES.c.id == batch_id)
-                .values(state="pending", next_attempt_at=now, attempts=0)
+                .values(state="pending", dead_reason=None, next_attempt_at=now, attempts=0)
             )
             await conn.execute(
                 update(FORWARDS).where(FORWARDS.c.batch_id == batch_id).values(state="batched")
@@ -497,20 +341,27 @@ class OutboxStore:
             fresh = (await conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id))).one()
             return BatchRow(**dict(fresh._mapping))
 
-    async def state(
-        self, customer_id: str, metric: str, period_start: datetime
-    ) -> MeterState | None:
+    async def state(self, period_id: int, metric: str) -> MeterState | None:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(STATE).where(
-                        STATE.c.customer_id == customer_id,
-                        STATE.c.metric == metric,
-                        STATE.c.period_start == period_start,
-                    )
+                    select(STATE).where(STATE.c.period_id == period_id, STATE.c.metric == metric)
                 )
             ).first()
             return state_from_row(row) if row else None
+
+    async def billed_in(self, period_id: int) -> dict[str, list[PendingForward]]:
+        """Every window billed in a period (sent, unchanged, or in a batch), by metric."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(FORWARDS)
+                .where(FORWARDS.c.period_id == period_id, FORWARDS.c.state.in_(formation.BILLED))
+                .order_by(FORWARDS.c.window_end, FORWARDS.c.id)
+            )
+            billed: dict[str, list[PendingForward]] = {}
+            for row in rows.all():
+                billed.setdefault(row.metric, []).append(formation.pending_of(row))
+            return billed
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Forwards and batches by state."""
@@ -549,24 +400,3 @@ class OutboxStore:
             )
             oldest: datetime | None = result.scalar_one_or_none()
             return oldest
-
-
-def _batch_row(batch: NewBatch) -> dict[str, Any]:
-    return {
-        "customer_id": batch.customer_id,
-        "metric": batch.metric,
-        "semantics": batch.semantics,
-        "mode": batch.mode,
-        "period_start": batch.period_start,
-        "period_end": batch.period_end,
-        "identifier": batch.identifier,
-        "quantity": batch.quantity,
-        "raw_value": str(batch.raw_value),
-        "event_timestamp": batch.event_timestamp,
-        "newest_window_end": batch.newest_window_end,
-        "members": len(batch.member_ids),
-        "state": "pending",
-        "attempts": 0,
-        "next_attempt_at": batch.created_at,
-        "created_at": batch.created_at,
-    }

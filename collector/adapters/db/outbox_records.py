@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -18,10 +17,47 @@ class PendingForward:
     metric: str
     window_end: datetime
     value: Decimal
+    instance_id: str = ""
+    window_start: datetime | None = None
+    kind: str = "report"
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class PeriodRef:
+    """A billing period of the customer's current link; ``id`` is None until it is stored."""
+
+    id: int | None
+    customer_id: str
+    stripe_customer_id: str
+    subscription_id: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """A customer's current link to Stripe, as formation sees it."""
+
+    customer_id: str
+    stripe_customer_id: str
+    subscription_id: str | None
+    subscription_status: str | None
+    generation: int
+    checked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which waiting forwards go into which period now; no period means they wait."""
+
+    period: PeriodRef | None
+    members: tuple[PendingForward, ...]
 
 
 @dataclass(frozen=True)
 class MeterState:
+    period_id: int
     customer_id: str
     metric: str
     period_start: datetime
@@ -40,6 +76,8 @@ class NewBatch:
     metric: str
     semantics: str
     mode: str
+    period_id: int
+    stripe_customer_id: str
     period_start: datetime
     period_end: datetime
     identifier: str
@@ -59,17 +97,29 @@ class Formation:
     settled_ids: tuple[int, ...] = ()
     settled_as: str = "sent"
     state: MeterState | None = None
+    period_id: int | None = None
 
 
-Decide = Callable[
-    [list[PendingForward], list[tuple[datetime, datetime]], Callable[[datetime], MeterState]],
-    Formation | None,
-]
+class Planner(Protocol):
+    """The forwarder's decisions, called by formation inside its transaction."""
+
+    def choose(
+        self, members: list[PendingForward], link: LinkView, periods: list[PeriodRef]
+    ) -> Choice: ...
+
+    def plan(
+        self,
+        choice: Choice,
+        period: PeriodRef,
+        state: MeterState,
+        context: list[PendingForward],
+    ) -> Formation | None: ...
 
 
 def state_from_row(row: Any) -> MeterState:
     """A ``meter_state`` row as the delivered state."""
     return MeterState(
+        period_id=row.period_id,
         customer_id=row.customer_id,
         metric=row.metric,
         period_start=row.period_start,
@@ -80,4 +130,13 @@ def state_from_row(row: Any) -> MeterState:
         newest_window_end=row.newest_window_end,
         last_event_timestamp=row.last_event_timestamp,
         calls=row.calls,
+    )
+
+
+def empty_state(
+    period_id: int, customer_id: str, metric: str, start: datetime, end: datetime
+) -> MeterState:
+    """Nothing delivered yet in the period."""
+    return MeterState(
+        period_id, customer_id, metric, start, end, Decimal(0), 0, None, None, None, 0
     )

@@ -93,18 +93,23 @@ class ForwardRow(Base):
     report_pk: Mapped[int] = mapped_column(BigInteger, nullable=False)
     report_id: Mapped[uuid.UUID] = mapped_column(Uuid(), nullable=False)
     customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    instance_id: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     metric: Mapped[str] = mapped_column(String(63), nullable=False)
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="report")
     window_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     window_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     value: Mapped[str] = mapped_column(String(40), nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
     batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    period_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
     __table_args__ = (
         Index("uq_forwards_report_metric", "report_id", "metric", unique=True),
         Index("ix_forwards_pending", "state", "customer_id", "metric", "window_end"),
         Index("ix_forwards_batch", "batch_id"),
+        Index("ix_forwards_period", "period_id", "metric", "instance_id", "window_end"),
     )
 
 
@@ -118,6 +123,8 @@ class BatchRow(Base):
     metric: Mapped[str] = mapped_column(String(63), nullable=False)
     semantics: Mapped[str] = mapped_column(String(16), nullable=False)
     mode: Mapped[str] = mapped_column(String(24), nullable=False)
+    period_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     identifier: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
@@ -133,6 +140,7 @@ class BatchRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    dead_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
@@ -150,13 +158,14 @@ class BatchRow(Base):
 
 
 class MeterStateRow(Base):
-    """What Stripe has acknowledged per customer, metric and billing period."""
+    """What Stripe has acknowledged per billing period and metric."""
 
     __tablename__ = "meter_state"
 
-    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     metric: Mapped[str] = mapped_column(String(63), primary_key=True)
-    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     raw_total: Mapped[str] = mapped_column(String(40), nullable=False)
     billed_total: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -176,6 +185,10 @@ class CustomerLinkRow(Base):
     stripe_customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
     subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     subscription_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    subscription_created: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    subscription_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    event_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
 
@@ -194,13 +207,47 @@ class SubscriptionItemRow(Base):
 
 
 class BillingPeriodRow(Base):
-    """Every billing period seen for a customer, so late windows land in the right one."""
+    """One billing period of one subscription of one Stripe customer.
+
+    ``subscription_id`` is empty for a UTC calendar month, used only where the Stripe customer
+    has no subscription at all.
+    """
 
     __tablename__ = "billing_periods"
 
-    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    stripe_customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    subscription_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+    __table_args__ = (
+        Index(
+            "uq_billing_periods_identity",
+            "customer_id",
+            "stripe_customer_id",
+            "subscription_id",
+            "period_start",
+            unique=True,
+        ),
+    )
+
+
+class AuditRow(Base):
+    """An operator's or the collector's deliberate change to what is billed, kept for finance."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+    __table_args__ = (Index("ix_audit_log_customer", "customer_id", "at"),)
 
 
 class WebhookEventRow(Base):

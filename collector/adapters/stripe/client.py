@@ -116,7 +116,7 @@ def translate(error: Exception) -> Exception:
             should_retry is None and (status is None or status >= 500 or status in (408, 409))
         ):
             return StripeTransient(message, status=status, retry_after=_retry_after(error))
-        return StripePermanent(message, status=status)
+        return StripePermanent(message, status=status, stripe_code=error.code)
     return error
 
 

@@ -5,14 +5,21 @@ then collects the 24 missed windows one by one with queries at each window's end
 must equal the messages behind the samples exactly, across the resets. A second agent with its
 own state collecting the same windows sends the same report ids: the real collector stores
 each window once.
+
+A third case cuts two of the missed windows at billing-period boundaries the collector named
+(one between samples, one exactly on a sample that is a counter reset): each piece is its own
+report, with exactly the messages behind its own samples.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -89,9 +96,38 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLLECTION_INTERVAL", raising=False)
 
 
-async def run_agent_once(prometheus_url, collector_url, state_dir, clock) -> CollectorRegistry:
+class NamingPeriods(httpx.AsyncBaseTransport):
+    """The network to the real collector, whose accepted answers name ``periods``.
+
+    As a collector answers for a customer linked to a Stripe subscription.
+    """
+
+    def __init__(self, periods: list[tuple[datetime, datetime]]) -> None:
+        self._network = httpx.AsyncHTTPTransport()
+        self._periods = [{"start": s.isoformat(), "end": e.isoformat()} for s, e in periods]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._network.handle_async_request(request)
+        if not 200 <= response.status_code < 300:
+            return response
+        body = json.loads(await response.aread())
+        return httpx.Response(response.status_code, json={**body, "billing_periods": self._periods})
+
+    async def aclose(self) -> None:
+        await self._network.aclose()
+
+
+async def run_agent_once(
+    prometheus_url,
+    collector_url,
+    state_dir,
+    clock,
+    *,
+    customer_id: str = "cust-catchup",
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> CollectorRegistry:
     settings = load_settings(
-        customer_id="cust-catchup",
+        customer_id=customer_id,
         instance_id="inst-1",
         collector_url=collector_url,
         prometheus_url=prometheus_url,
@@ -102,7 +138,7 @@ async def run_agent_once(prometheus_url, collector_url, state_dir, clock) -> Col
         state_dir=state_dir,
     )
     registry = CollectorRegistry()
-    runtime = await build_runtime(settings, clock, registry=registry)
+    runtime = await build_runtime(settings, clock, registry=registry, transport=transport)
     try:
         assert await runtime.loop.run_once(attempts=3)
     finally:
@@ -138,3 +174,41 @@ async def test_24_missed_hourly_windows_are_caught_up_with_exact_deltas(
     )
     database = real_collector.settings.database_url.get_secret_value()
     assert await count_rows_async(database) == 25
+
+
+async def test_windows_cut_at_billing_period_boundaries_split_the_increments_exactly(
+    prometheus_url, real_collector, tmp_path
+):
+    between_samples = T0 + timedelta(hours=5, minutes=34, seconds=56)
+    on_a_reset = T0 + timedelta(hours=19, minutes=42)  # broker a resets exactly here
+    network = NamingPeriods(
+        [
+            (between_samples - timedelta(days=30), between_samples),
+            (between_samples, on_a_reset),
+            (on_a_reset, on_a_reset + timedelta(days=30)),
+        ]
+    )
+    clock = ManualClock(T0 + HOUR + timedelta(minutes=1))
+    run = dict(customer_id="cust-periods", transport=network)
+    # The first window is reported and the answer names the periods; then a day is missed.
+    await run_agent_once(prometheus_url, real_collector.url, tmp_path / "c", clock, **run)
+    clock.advance(24 * HOUR)
+
+    await run_agent_once(prometheus_url, real_collector.url, tmp_path / "c", clock, **run)
+
+    edges = sorted({T0 + i * HOUR for i in range(26)} | {between_samples, on_a_reset})
+    pieces = [Window(s, e) for s, e in itertools.pairwise(edges)]
+    reports = stored_reports(real_collector, "cust-periods")
+    assert [
+        (datetime.fromisoformat(r["window_start"]), datetime.fromisoformat(r["window_end"]))
+        for r in reports
+    ] == [(w.start, w.end) for w in pieces]
+    assert [r["metrics"]["mqtt_messages"] for r in reports] == [truth(w) for w in pieces]
+    by_window = {datetime.fromisoformat(r["window_start"]): r for r in reports}
+    for boundary in (between_samples, on_a_reset):
+        hour = T0 + (boundary - T0) // HOUR * HOUR
+        before = by_window[hour]["metrics"]["mqtt_messages"]
+        after = by_window[boundary]["metrics"]["mqtt_messages"]
+        assert before + after == truth(Window(hour, hour + HOUR))
+        assert before > 0
+        assert after > 0

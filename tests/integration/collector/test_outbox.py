@@ -111,7 +111,7 @@ async def test_forwards_are_written_with_the_report_and_only_once(setup) -> None
 
 async def test_counter_deltas_reach_stripe_once_through_lost_answers_and_500s(setup) -> None:
     services, forwarder, stripe, clock, _ = setup
-    await services.links.link("cust_1", "cus_A", NOW)
+    await services.links.link("cust_1", "cus_A", NOW, subscription_status="none")
     stripe.script = ["500", "lost-answer", "500"]
     await ingest(services, *(report(h, mqtt_messages=100 * h) for h in range(1, 6)))
     await settle(forwarder, clock)
@@ -130,14 +130,14 @@ async def test_usage_waits_for_a_customer_link(setup) -> None:
     assert stripe.calls == 0
     assert await services.outbox.batches() == []
     assert (await services.forwarding.status()).forwards == {"pending": 1}
-    await services.links.link("cust_1", "cus_A", clock.now())
+    await services.links.link("cust_1", "cus_A", clock.now(), subscription_status="none")
     await settle(forwarder, clock, rounds=20)
     assert stripe.billed("mqtt_messages") == [5]
 
 
 async def test_rejected_batch_is_dead_lettered_and_retried_unchanged(setup) -> None:
     services, forwarder, stripe, clock, _ = setup
-    await services.links.link("cust_1", "cus_A", NOW)
+    await services.links.link("cust_1", "cus_A", NOW, subscription_status="none")
     stripe.script = ["reject"]
     await ingest(services, report(1, mqtt_messages=5), report(2, mqtt_messages=6))
     await settle(forwarder, clock, rounds=2)
@@ -154,7 +154,7 @@ async def test_rejected_batch_is_dead_lettered_and_retried_unchanged(setup) -> N
 
 async def test_unchanged_gauges_cost_no_calls_and_peak_storage_wins(setup) -> None:
     services, forwarder, stripe, clock, _ = setup
-    await services.links.link("cust_1", "cus_A", NOW)
+    await services.links.link("cust_1", "cus_A", NOW, subscription_status="none")
     for hour, storage in zip(range(1, 9), [1.2, 2.5, 2.1, 2.2, 2.4, 1.0, 0.5, 2.6], strict=True):
         await ingest(services, report(hour, devices=8, storage_gb=storage))
         await settle(forwarder, clock, rounds=1)

@@ -30,6 +30,7 @@ from common.redaction import forget_secrets
 from tests.integration.collector.test_ingest import make_report
 from tests.support.binaries import free_port
 from tests.support.collector import run_collector
+from tests.support.webhooks import signed, subscription_event
 
 BIN = Path(sys.executable).parent
 
@@ -120,6 +121,15 @@ def test_failing_stripe_leaks_no_secret(
                 headers=editor,
             )
             assert link.status_code == 200
+            body, signature = signed(
+                subscription_event("evt_sub", "cust_1", "cus_abc123"), webhook_secret
+            )
+            subscribed = httpx.post(
+                f"{collector.url}/api/stripe/webhook",
+                content=body,
+                headers={"stripe-signature": signature, "content-type": "application/json"},
+            )
+            assert subscribed.status_code == 200, subscribed.text
             sent = httpx.post(
                 f"{collector.url}/api/usage/report",
                 content=make_report().to_json(),

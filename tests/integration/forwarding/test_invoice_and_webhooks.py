@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,10 +9,13 @@ from pathlib import Path
 import pytest
 import stripe
 
+from collector.adapters.stripe.catalog import StripeCatalog
 from collector.services.webhooks import InvalidSignature
 from common.clock import ManualClock
 from tests.support.forwarding import harness, hourly_report, new_customer
 from tests.support.stripe_sandbox import Sandbox
+from tests.support.webhooks import signed as sign_webhook
+from tests.support.webhooks import subscription_event
 
 SECRET = "whsec_test_secret"
 
@@ -72,38 +74,7 @@ async def test_eight_devices_on_starter_preview_as_44_dollars(
 
 
 def signed(payload: dict, secret: str = SECRET, at: int | None = None) -> tuple[bytes, str]:
-    body = json.dumps(payload).encode()
-    stamp = at or int(time.time())
-    signature = stripe.WebhookSignature._compute_signature(f"{stamp}.{body.decode()}", secret)
-    return body, f"t={stamp},v1={signature}"
-
-
-def subscription_event(event_id: str, customer_id: str, stripe_customer: str) -> dict:
-    start = int(time.time())
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": "customer.subscription.created",
-        "data": {
-            "object": {
-                "id": "sub_webhook",
-                "object": "subscription",
-                "customer": stripe_customer,
-                "status": "active",
-                "metadata": {"customer_id": customer_id},
-                "items": {
-                    "data": [
-                        {
-                            "id": "si_devices",
-                            "price": {"id": "price_d", "lookup_key": "device_usage"},
-                            "current_period_start": start,
-                            "current_period_end": start + 30 * 86400,
-                        }
-                    ]
-                },
-            }
-        },
-    }
+    return sign_webhook(payload, secret, at)
 
 
 @pytest.fixture
@@ -146,7 +117,7 @@ async def test_bad_or_old_signatures_are_refused_and_store_nothing(
     assert not await webhook_harness.services.links.seen("evt_2")
 
 
-async def test_meter_error_report_marks_the_named_forwards(
+async def test_meter_error_report_bills_the_named_usage_again_once(
     stripe_sandbox: Sandbox,
     webhook_harness,
 ) -> None:
@@ -159,6 +130,12 @@ async def test_meter_error_report_marks_the_named_forwards(
     await h.settle()
     sent = await h.services.outbox.batches("sent")
     identifier = sent[0].identifier
+    assert h.services.stripe is not None
+    meters = await StripeCatalog(h.services.stripe.client).meters()
+    stripe_sandbox.control.error_report(
+        meters["mqtt_messages"]["id"],
+        [{"identifier": identifier, "code": "meter_event_invalid_value", "message": "invalid"}],
+    )
     event = {
         "id": "evt_meter_err",
         "object": "v2.core.event",
@@ -169,10 +146,7 @@ async def test_meter_error_report_marks_the_named_forwards(
                     {
                         "code": "meter_event_invalid_value",
                         "sample_errors": [
-                            {
-                                "error_message": "value is invalid",
-                                "request": {"identifier": identifier},
-                            }
+                            {"error_message": "invalid", "request": {"identifier": identifier}}
                         ],
                     }
                 ]
@@ -181,7 +155,11 @@ async def test_meter_error_report_marks_the_named_forwards(
     }
     body, signature = signed(event)
     outcome = await h.services.webhooks.handle(body, signature)
-    assert outcome.action.startswith("1 of 1")
-    dead = await h.services.outbox.batches("dead")
-    assert [b.identifier for b in dead] == [identifier]
-    assert "value is invalid" in (dead[0].last_error or "")
+    assert "1 requeued" in outcome.action
+    await h.settle()
+    assert (await h.stripe_totals(customer))["mqtt_messages"] == 40
+    rejected = await h.services.outbox.batches("rejected")
+    assert [b.identifier for b in rejected] == [identifier]
+    resent = await h.services.outbox.batches("sent")
+    assert identifier not in {b.identifier for b in resent}
+    assert (await h.services.reconciler.reconcile(customer)).in_sync

@@ -8,7 +8,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from agent.adapters.collector_client import CollectorClient, Delivery, parse_retry_after
+from agent.adapters.collector_client import (
+    Accepted,
+    CollectorClient,
+    Delivery,
+    parse_retry_after,
+)
 from agent.errors import CollectorConflict, CollectorRejected, CollectorUnavailable
 from common.clock import ManualClock
 from common.schema import UsageReport
@@ -28,7 +33,7 @@ REPORT = UsageReport(
 )
 
 
-async def send(report: UsageReport = REPORT, token: str | None = None) -> Delivery:
+async def send(report: UsageReport = REPORT, token: str | None = None) -> Accepted:
     async with httpx.AsyncClient() as client:
         return await CollectorClient(client, BASE + "/", token=token, clock=ManualClock(NOW)).send(
             report
@@ -38,7 +43,7 @@ async def send(report: UsageReport = REPORT, token: str | None = None) -> Delive
 async def test_created_posts_the_v1_json_with_the_bearer_token(httpx_mock):
     httpx_mock.add_response(url=URL, method="POST", status_code=201, json={"message": "ok"})
 
-    assert await send(token="t0k") is Delivery.CREATED
+    assert (await send(token="t0k")).delivery is Delivery.CREATED
 
     request = httpx_mock.get_request()
     assert request.headers["Authorization"] == "Bearer t0k"
@@ -50,7 +55,7 @@ async def test_created_posts_the_v1_json_with_the_bearer_token(httpx_mock):
 async def test_duplicate_is_accepted_and_no_token_means_no_header(httpx_mock):
     httpx_mock.add_response(url=URL, status_code=200, json={})
 
-    assert await send() is Delivery.DUPLICATE
+    assert (await send()).delivery is Delivery.DUPLICATE
     assert "Authorization" not in httpx_mock.get_request().headers
 
 
@@ -97,3 +102,76 @@ def test_retry_after_as_an_http_date():
     assert parse_retry_after("Fri, 01 Mar 2024 10:00:00 GMT", NOW) == 0.0
     assert parse_retry_after("soon", NOW) is None
     assert parse_retry_after(None, NOW) is None
+
+
+PERIODS_BODY = {
+    "message": "ok",
+    "billing_periods": [
+        {"start": "2024-03-19T12:34:56+00:00", "end": "2024-04-19T12:34:56+00:00"},
+        {"start": "2024-02-19T12:34:56Z", "end": "2024-03-19T12:34:56Z"},
+    ],
+}
+
+
+@pytest.mark.parametrize("status", [201, 200])
+async def test_billing_periods_of_an_accepted_answer_are_parsed(httpx_mock, status):
+    httpx_mock.add_response(url=URL, status_code=status, json=PERIODS_BODY)
+
+    accepted = await send()
+
+    assert [(p.start, p.end) for p in accepted.periods] == [
+        (
+            datetime(2024, 2, 19, 12, 34, 56, tzinfo=UTC),
+            datetime(2024, 3, 19, 12, 34, 56, tzinfo=UTC),
+        ),
+        (
+            datetime(2024, 3, 19, 12, 34, 56, tzinfo=UTC),
+            datetime(2024, 4, 19, 12, 34, 56, tzinfo=UTC),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"message": "ok"}',
+        b'{"billing_periods": null}',
+        b'{"billing_periods": "2024-03-19"}',
+        b'{"billing_periods": [{"start": "yesterday", "end": "today"}, 7, null]}',
+        b'{"billing_periods": [{"start": "2024-03-19T12:00:00", "end": "2024-04-19T12:00:00"}]}',
+        b'{"billing_periods": [{"start": "2024-04-19T12:00:00Z", "end": "2024-03-19T12:00:00Z"}]}',
+        b"[1, 2]",
+        b"not json",
+        b"\xff\xfe",
+        b"",
+    ],
+    ids=[
+        "absent",
+        "null",
+        "not-a-list",
+        "garbage-items",
+        "naive-times",
+        "end-before-start",
+        "list-body",
+        "text",
+        "bytes",
+        "empty",
+    ],
+)
+async def test_garbage_billing_periods_are_ignored_and_the_report_still_accepted(httpx_mock, body):
+    httpx_mock.add_response(url=URL, status_code=201, content=body)
+
+    accepted = await send()
+
+    assert accepted == Accepted(Delivery.CREATED, ())
+
+
+async def test_good_periods_are_kept_next_to_bad_ones(httpx_mock):
+    good = {"start": "2024-03-19T12:00:00Z", "end": "2024-04-19T12:00:00Z"}
+    httpx_mock.add_response(
+        url=URL, status_code=201, json={"billing_periods": [{"start": 1}, good, "x"]}
+    )
+
+    accepted = await send()
+
+    assert [p.start for p in accepted.periods] == [datetime(2024, 3, 19, 12, tzinfo=UTC)]

@@ -12,23 +12,17 @@ from agent.errors import CollectorRejected
 from agent.services.backoff import RetryPolicy
 from common.clock import ManualClock
 from common.windows import Window
-from tests.unit.agent.agent_kit import FakeCollector, TruthSource, make_agent, messages_in
+from tests.unit.agent.agent_kit import (
+    FakeCollector,
+    TruthSource,
+    make_agent,
+    messages_in,
+    stop_at,
+)
 
 START = datetime(2024, 3, 1, 10, 17, 3, tzinfo=UTC)
 INTERVAL = timedelta(minutes=15)
 OFFSET = timedelta(seconds=30)
-
-
-def stop_at(agent, clock: ManualClock, moment: datetime) -> None:
-    """Stop the loop once the clock passes ``moment`` (checked at every send)."""
-    previous = agent.loop._clock.sleep
-
-    async def sleep(seconds: float) -> None:
-        await previous(seconds)
-        if clock.now() >= moment:
-            agent.loop.stop()
-
-    clock.sleep = sleep  # type: ignore[method-assign]
 
 
 def truth(windows: list[tuple[datetime, datetime]]) -> int:
