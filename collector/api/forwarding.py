@@ -29,6 +29,12 @@ class AgeingOut(BaseModel):
     )
 
 
+class WaitingOut(BaseModel):
+    customer_id: str
+    oldest_window_end: datetime
+    reason: str = Field(description="Why its usage has no billing period yet, and what fixes it.")
+
+
 class StatusOut(BaseModel):
     mode: str
     enabled: bool
@@ -41,10 +47,16 @@ class StatusOut(BaseModel):
         description="Waiting usage within COLLECTOR_STRIPE_AGE_WARNING_DAYS of Stripe's 35-day "
         "limit, or past it."
     )
+    waiting: list[WaitingOut] = Field(
+        description="Customers whose waiting usage has no billing period to go to yet."
+    )
 
     @classmethod
     def of(cls, status: ForwardingStatus) -> StatusOut:
-        values = vars(status) | {"ageing": [AgeingOut(**vars(a)) for a in status.ageing]}
+        values = vars(status) | {
+            "ageing": [AgeingOut(**vars(a)) for a in status.ageing],
+            "waiting": [WaitingOut(**vars(w)) for w in status.waiting],
+        }
         return cls(**values)
 
 

@@ -11,14 +11,26 @@ import structlog
 from collector.adapters.db.corrections import Ageing, CorrectionStore, Rebilled
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, RefusedAsTooOld
+from collector.adapters.db.outbox_records import LinkView, PeriodRef
 from collector.adapters.db.tables import BatchRow
 from collector.errors import Conflict, NotFound
 from collector.services.ageing import AgeingWatch
+from collector.services.batching import event_time
+from collector.services.periods import resolve
 from collector.services.subscriptions import SubscriptionItems, link_customer
 from collector.settings import CollectorSettings
 from common.clock import Clock
 
 log = structlog.get_logger("collector.forwarding")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A customer whose usage cannot be billed yet, and why."""
+
+    customer_id: str
+    oldest_window_end: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,7 @@ class ForwardingStatus:
     lag_seconds: float | None
     calls_saved: int
     ageing: list[Ageing] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
 
 
 class ForwardingStatusService:
@@ -68,7 +81,54 @@ class ForwardingStatusService:
             lag_seconds=lag,
             calls_saved=max(0, settled - calls),
             ageing=await self.ageing(),
+            waiting=await self.waiting(),
         )
+
+    async def waiting(self) -> list[Waiting]:
+        """Customers whose oldest waiting usage has no billing period to go to yet."""
+        found = []
+        for customer_id, oldest in await self._outbox.oldest_waiting_by_customer():
+            link = await self._links.get(customer_id)
+            if link is None:
+                found.append(
+                    Waiting(
+                        customer_id,
+                        oldest,
+                        "not linked to Stripe: `usage-collector customers link` or a "
+                        "subscription webhook",
+                    )
+                )
+                continue
+            periods = await self._links.periods(customer_id, link)
+            view = LinkView(
+                customer_id,
+                link.stripe_customer_id,
+                link.subscription_id,
+                link.subscription_status,
+                link.generation,
+                link.checked_at,
+            )
+            refs = [
+                PeriodRef(
+                    pid, customer_id, link.stripe_customer_id, link.subscription_id or "", s, e
+                )
+                for pid, s, e in periods
+            ]
+            if resolve(event_time(oldest), view, refs) is not None:
+                continue
+            if link.subscription_id is None:
+                reason = (
+                    "the subscription was not read yet (Stripe unreachable or no API key); the "
+                    "forwarder reads it every COLLECTOR_STRIPE_PERIOD_REFRESH seconds"
+                )
+            else:
+                last_end = max((e for _, _, e in periods), default=None)
+                reason = (
+                    f"no billing period known after {last_end.isoformat() if last_end else '-'}; "
+                    "waiting for the renewal webhook or the forwarder's own read"
+                )
+            found.append(Waiting(customer_id, oldest, reason))
+        return found
 
     async def ageing(self) -> list[Ageing]:
         """Waiting usage that nears (or passed) Stripe's 35-day limit on event timestamps."""

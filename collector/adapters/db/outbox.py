@@ -350,6 +350,18 @@ class OutboxStore:
             ).first()
             return state_from_row(row) if row else None
 
+    async def oldest_waiting_by_customer(self, limit: int = 100) -> list[tuple[str, datetime]]:
+        """Customers with unbatched forwards and their oldest waiting window end, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(FORWARDS.c.customer_id, func.min(FORWARDS.c.window_end).label("oldest"))
+                .where(FORWARDS.c.state == "pending")
+                .group_by(FORWARDS.c.customer_id)
+                .order_by(func.min(FORWARDS.c.window_end))
+                .limit(limit)
+            )
+            return [(r.customer_id, r.oldest) for r in rows.all()]
+
     async def billed_in(self, period_id: int) -> dict[str, list[PendingForward]]:
         """Every window billed in a period (sent, unchanged, or in a batch), by metric."""
         async with self._engine.connect() as conn:
