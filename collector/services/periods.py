@@ -16,8 +16,10 @@ Pure rules, no I/O:
 
 from __future__ import annotations
 
+import calendar
+import itertools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from collector.adapters.db.links import Link, LinkChange
 from collector.adapters.db.outbox_records import LinkView, PeriodRef
@@ -34,14 +36,59 @@ def resolve(moment: datetime, link: LinkView, periods: Sequence[PeriodRef]) -> P
         containing = [p for p in periods if p.start <= moment < p.end]
         if containing:
             return max(containing, key=lambda p: (p.start, p.end))
-        first = min(periods, key=lambda p: (p.start, p.end))
-        return first if moment < first.start else None
+        ordered = sorted(periods, key=lambda p: (p.start, p.end))
+        if moment < ordered[0].start:
+            return ordered[0]
+        for before, after in itertools.pairwise(ordered):
+            if before.end <= moment < after.start:
+                return gap_period(before, after, moment)
+        return None
     if link.subscription_status == "none":
         month = calendar_month(moment)
+        stored = [p for p in periods if p.start == month.start and p.subscription_id == ""]
+        if stored:
+            return stored[0]
         return PeriodRef(
             None, link.customer_id, link.stripe_customer_id, "", month.start, month.end
         )
     return None
+
+
+def _add_months(moment: datetime, months: int, day: int) -> datetime:
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(day, calendar.monthrange(year, month)[1]))
+
+
+def gap_period(before: PeriodRef, after: PeriodRef, moment: datetime) -> PeriodRef:
+    """The period between two known periods that contains ``moment``.
+
+    Boundaries step from ``before.end`` at ``before``'s cadence; the last one is ``after.start``.
+    """
+    length = before.end - before.start
+    cuts = [before.end]
+    if length < timedelta(days=27):
+        while cuts[-1] + length < after.start:
+            cuts.append(cuts[-1] + length)
+    else:
+        months = max(1, round(length.days / 30.44))
+        day = max(before.start.day, before.end.day, after.start.day)
+        step = 1
+        while (nxt := _add_months(before.end, months * step, day)) < after.start:
+            cuts.append(nxt)
+            step += 1
+    cuts.append(after.start)
+    for start, end in itertools.pairwise(cuts):
+        if start <= moment < end:
+            return PeriodRef(
+                None,
+                before.customer_id,
+                before.stripe_customer_id,
+                before.subscription_id,
+                start,
+                end,
+            )
+    raise ValueError("moment is not between the two periods")
 
 
 def becomes_current(current: Link | None, change: LinkChange) -> bool:

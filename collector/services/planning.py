@@ -178,7 +178,9 @@ def _plan(
     windows = [as_window(f) for f in context] + [as_window(m) for m in choice.members]
     if definition.semantics is Semantics.SET:
         newest = newest_by_instance(windows)
-        advanced = any(newest[m.instance_id].order == m.id for m in choice.members)
+        advanced = before.last_value is None or any(
+            newest[m.instance_id].order == m.id for m in choice.members
+        )
         value = sum((w.value for w in newest.values()), Decimal(0))
         return plan_gauge(definition, members, before, window, now, value, advanced)
     spans = [(w.start, w.end) for w in map(as_window, choice.members)]

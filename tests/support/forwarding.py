@@ -1,29 +1,145 @@
-"""A collector forwarding to the Stripe sandbox, driven step by step on a shared manual clock."""
+"""A collector forwarding to the Stripe sandbox, driven step by step on a shared manual clock.
+
+Besides the ``Harness`` this module holds what tests of billing periods need around it:
+Stripe's own per-period totals read through the SDK (``Harness.billed``), Stripe's webhooks
+handed over one by one and in any order (``WebhookFeed``, ``Harness.deliver``), a record of
+every usage call Stripe received (``UsageRecorder``, ``recorded_sandbox``), events that Stripe
+reports as failed after accepting them (``fail_after_acceptance``), and an HTTP client for the
+collector's API (``api_client``).
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from urllib.parse import parse_qsl
 
+import httpx
 from prometheus_client import CollectorRegistry
 
 from collector.adapters.db.migrate import upgrade_async
 from collector.adapters.stripe.catalog import StripeCatalog
-from collector.api.app import Services, build_services
+from collector.api.app import Services, build_services, create_app
 from collector.services.forwarder import Forwarder
+from collector.services.principals import Role
 from collector.services.stripe_setup import StripeSetup
 from collector.services.subscriptions import SubscriptionItems
+from collector.services.webhooks import WebhookOutcome
 from collector.settings import CollectorSettings
+from collector.stripe_sandbox import SandboxApp, SandboxServer
+from collector.stripe_sandbox.webhooks import sign
 from common.clock import ManualClock
 from common.schema import UsageReport
-from tests.support.stripe_sandbox import API_KEY
+from tests.support.binaries import free_port
+from tests.support.credentials import bearer
+from tests.support.stripe_sandbox import (
+    API_KEY,
+    LEGACY_VERSION,
+    Sandbox,
+    SandboxControl,
+    stripe_client,
+)
 
 PRICE_KEYS = ("device_usage", "mqtt_messages", "storage_gb")
+SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+    }
+)
+METER_ERROR_EVENTS = frozenset({"v1.billing.meter.error_report_triggered"})
+WEBHOOK_SECRET = "whsec_forwarding_harness"
+STRIPE_PAST_LIMIT = timedelta(days=35)
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A Stripe subscription as a test sees it: whose it is, its items and its current period."""
+
+    customer_id: str
+    stripe_customer_id: str
+    id: str
+    items: dict[str, str]
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def period(self) -> tuple[datetime, datetime]:
+        return (self.period_start, self.period_end)
+
+    @classmethod
+    def of(cls, customer_id: str, raw: Any) -> Subscription:
+        data = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+        items = data["items"]["data"]
+        customer = data["customer"]
+        return cls(
+            customer_id=customer_id,
+            stripe_customer_id=str(customer["id"] if isinstance(customer, dict) else customer),
+            id=str(data["id"]),
+            items={
+                str(i["price"]["lookup_key"]): str(i["id"])
+                for i in items
+                if isinstance(i["price"], dict) and i["price"].get("lookup_key")
+            },
+            period_start=_utc(items[0]["current_period_start"]),
+            period_end=_utc(items[0]["current_period_end"]),
+        )
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One event Stripe sent (or would have sent) to the webhook endpoint: its exact body."""
+
+    event_id: str
+    type: str
+    payload: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(json.loads(self.payload))
+
+    @property
+    def object_id(self) -> str | None:
+        """The id of the event's object (a subscription's id for subscription events)."""
+        data = self.event.get("data") or {}
+        obj = data.get("object") if isinstance(data, dict) else None
+        return str(obj["id"]) if isinstance(obj, dict) and "id" in obj else None
+
+
+@dataclass
+class WebhookFeed:
+    """Stripe's webhooks in the order the sandbox emitted them, taken by a test in batches.
+
+    The sandbox has no endpoint configured, so nothing is delivered on its own: a test takes the
+    new events and delivers them in the order it wants, or drops them (a missed webhook).
+    """
+
+    sandbox: Sandbox
+    seen: int = 0
+
+    def take(self, types: Collection[str] | None = None) -> list[Webhook]:
+        """Every event emitted since the last take, of ``types`` if given; the rest are dropped."""
+        deliveries = list(self.sandbox.app.webhooks.deliveries)
+        fresh, self.seen = deliveries[self.seen :], len(deliveries)
+        return [
+            Webhook(d.event_id, d.event_type, d.payload)
+            for d in fresh
+            if types is None or d.event_type in types
+        ]
+
+    def drop(self) -> int:
+        """Forget every event emitted so far (Stripe sent them; they never arrived)."""
+        return len(self.take())
 
 
 @dataclass
@@ -34,17 +150,41 @@ class Harness:
     mode: str
     settings: CollectorSettings
     prices: dict[str, str] = field(default_factory=dict)
+    feed: WebhookFeed | None = None
+
+    @property
+    def client(self) -> Any:
+        assert self.services.stripe is not None
+        return self.services.stripe.client
 
     async def subscribe(self, customer_id: str, extra_prices: tuple[str, ...] = ()) -> str:
         """A Stripe customer subscribed to the metered prices, linked as a webhook would."""
-        assert self.services.stripe is not None
-        client = self.services.stripe.client
-        customer = await client.v1.customers.create_async(
-            {"metadata": {"customer_id": customer_id}}
-        )
+        subscription = await self.create_subscription(customer_id, extra_prices=extra_prices)
+        return subscription.stripe_customer_id
+
+    async def create_subscription(
+        self,
+        customer_id: str,
+        *,
+        remember: bool = True,
+        stripe_customer_id: str | None = None,
+        extra_prices: tuple[str, ...] = (),
+    ) -> Subscription:
+        """A subscription to the metered prices, for a new Stripe customer unless one is given.
+
+        Both carry ``metadata.customer_id``. With ``remember`` the collector stores the
+        subscription as the subscription webhook would; without, the collector knows nothing of
+        it (the webhook Stripe sent waits in the feed).
+        """
+        client = self.client
+        if stripe_customer_id is None:
+            customer = await client.v1.customers.create_async(
+                {"metadata": {"customer_id": customer_id}}
+            )
+            stripe_customer_id = str(customer.id)
         subscription = await client.v1.subscriptions.create_async(
             {
-                "customer": customer.id,
+                "customer": stripe_customer_id,
                 "items": [
                     *({"price": price} for price in extra_prices),
                     *({"price": self.prices[key]} for key in PRICE_KEYS),
@@ -53,13 +193,28 @@ class Harness:
                 "expand": ["items.data.price"],
             }
         )
-        await SubscriptionItems.remember_with(
-            self.services.links, self.clock, customer_id, customer.id, subscription
+        if remember:
+            await SubscriptionItems.remember_with(
+                self.services.links, self.clock, customer_id, stripe_customer_id, subscription
+            )
+        return Subscription.of(customer_id, subscription)
+
+    async def read_subscription(self, subscription: Subscription) -> Subscription:
+        """The subscription as Stripe has it now (its period moves on at each renewal)."""
+        fresh = await self.client.v1.subscriptions.retrieve_async(
+            subscription.id, {"expand": ["items.data.price"]}
         )
-        return str(customer.id)
+        return Subscription.of(subscription.customer_id, fresh)
 
     async def ingest(self, report: UsageReport) -> None:
         await self.services.ingest.store(report)
+
+    async def report(self, report: UsageReport) -> None:
+        """Ingest ``report`` a minute after its window ended (the clock never goes back)."""
+        due = report.window_end + MINUTE
+        if self.clock.now() < due:
+            self.clock.set(due)
+        await self.ingest(report)
 
     async def settle(self, rounds: int = 400, step: timedelta = timedelta(seconds=30)) -> None:
         """Forward until nothing is waiting, moving time on so backoffs expire."""
@@ -75,11 +230,80 @@ class Harness:
         result = await self.services.reconciler.reconcile(customer_id)
         return {m.metric: m.stripe_value for m in result.metrics}
 
+    async def deliver(self, webhook: Webhook) -> WebhookOutcome:
+        """Hand one webhook to the collector, signed now, as Stripe's delivery would."""
+        secret = self.settings.stripe_webhook_secret
+        assert secret is not None, "the harness needs stripe_webhook_secret to take webhooks"
+        signature = sign(webhook.payload, secret.get_secret_value(), int(time.time()))
+        return await self.services.webhooks.handle(webhook.payload, signature)
+
+    async def deliver_webhooks(self, types: Collection[str] | None = None) -> list[WebhookOutcome]:
+        """Deliver, in order, every new webhook of ``types`` (all if None); drop the others."""
+        assert self.feed is not None, "pass feed=WebhookFeed(sandbox) to harness()"
+        return [await self.deliver(w) for w in self.feed.take(types)]
+
+    async def billed(
+        self, subscription: Subscription, period: tuple[datetime, datetime]
+    ) -> dict[str, int]:
+        """What Stripe holds for ``period``, by price lookup key, read through the SDK.
+
+        Meter modes read the meters' event summaries for the subscription's Stripe customer;
+        ``usage_records`` reads the usage record summary of each item for exactly that period.
+        """
+        start, end = period
+        if self.mode == "usage_records":
+            return await self._billed_legacy(subscription, start, end)
+        if start.second or start.microsecond or end.second or end.microsecond:
+            raise ValueError("meter summaries need minute-aligned periods")
+        meters = await StripeCatalog(self.client).meters()
+        totals: dict[str, int] = {}
+        for key in PRICE_KEYS:
+            page = await self.client.v1.billing.meters.event_summaries.list_async(
+                meters[key]["id"],
+                {
+                    "customer": subscription.stripe_customer_id,
+                    "start_time": int(start.timestamp()),
+                    "end_time": int(end.timestamp()),
+                },
+            )
+            totals[key] = int(sum(Decimal(str(s.aggregated_value)) for s in page.data))
+        return totals
+
+    async def _billed_legacy(
+        self, subscription: Subscription, start: datetime, end: datetime
+    ) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for key in PRICE_KEYS:
+            item = subscription.items[key]
+            response = await self.client.raw_request_async(
+                "get",
+                f"/v1/subscription_items/{item}/usage_record_summaries",
+                limit=100,
+                stripe_version=LEGACY_VERSION,
+            )
+            body = self.client.deserialize(response, api_mode="V1").to_dict()
+            spans = {
+                (_utc(s["period"]["start"]), _utc(s["period"]["end"])): int(s["total_usage"])
+                for s in body["data"]
+            }
+            if (start, end) not in spans:
+                raise ValueError(f"item {item} has no period {start}..{end}: {sorted(spans)}")
+            totals[key] = spans[(start, end)]
+        return totals
+
 
 @asynccontextmanager
 async def harness(
-    sandbox_url: str, clock: ManualClock, database_url: str, mode: str, **overrides: Any
+    sandbox_url: str,
+    clock: ManualClock,
+    database_url: str,
+    mode: str,
+    *,
+    feed: WebhookFeed | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
+    """A collector on ``database_url`` forwarding to the sandbox; ``overrides`` are settings."""
+    overrides.setdefault("stripe_webhook_secret", WEBHOOK_SECRET)
     settings = CollectorSettings(
         database_url=database_url,
         stripe_mode=mode,
@@ -98,7 +322,7 @@ async def harness(
         setup = await StripeSetup(
             StripeCatalog(services.stripe.client), settings.catalogue()
         ).apply(legacy=mode == "usage_records")
-        yield Harness(services, services.forwarder, clock, mode, settings, dict(setup.prices))
+        yield Harness(services, services.forwarder, clock, mode, settings, dict(setup.prices), feed)
     finally:
         await services.close()
 
@@ -114,5 +338,264 @@ def hourly_report(customer_id: str, start: datetime, hour: int, **metrics: float
     )
 
 
+def window_report(
+    customer_id: str,
+    window_start: datetime,
+    window_end: datetime,
+    metrics: dict[str, float],
+    instance_id: str = "cluster",
+) -> UsageReport:
+    """One instance's report for any window (an old agent or an API client may send any)."""
+    return UsageReport(
+        customer_id=customer_id,
+        instance_id=instance_id,
+        window_start=window_start,
+        window_end=window_end,
+        metrics=metrics,
+    )
+
+
 def new_customer() -> str:
     return f"cust_{uuid.uuid4().hex[:10]}"
+
+
+async def dead_batches(h: Harness, customer_id: str | None = None) -> list[Any]:
+    return list(await h.services.outbox.batches("dead", customer_id, 1000))
+
+
+async def assert_in_sync(h: Harness, customer_id: str, *, dead_allowed: bool = False) -> None:
+    """The end of every period test: reconcile agrees and, unless allowed, nothing is dead."""
+    reconciliation = await h.services.reconciler.reconcile(customer_id)
+    assert reconciliation.in_sync, f"reconcile is not in sync: {reconciliation}"
+    if not dead_allowed:
+        dead = await dead_batches(h)
+        assert not dead, f"dead batches: {[(b.metric, b.last_error) for b in dead]}"
+
+
+def fail_after_acceptance(
+    sandbox: Sandbox, identifiers: Iterable[str], code: str = "meter_event_customer_not_found"
+) -> int:
+    """Stripe reports accepted meter events as failed: an error report, and they are not billed.
+
+    Stripe validates part of a meter event asynchronously; an event that fails is not counted
+    and its identifier is free again. The sandbox's ``error_report`` only emits the report, so
+    the events are taken out of its store here. Returns how many events were failed.
+    """
+    wanted = set(identifiers)
+    store = sandbox.app.store
+    failed = [e for e in store.meter_events if e.identifier in wanted]
+    store.meter_events[:] = [e for e in store.meter_events if e.identifier not in wanted]
+    by_meter: dict[str, list[dict[str, str]]] = {}
+    for event in failed:
+        store.identifiers.pop(event.identifier, None)
+        by_meter.setdefault(event.meter_id, []).append(
+            {"identifier": event.identifier, "code": code, "message": f"{code}: event not billed"}
+        )
+    for meter_id, errors in by_meter.items():
+        sandbox.control.error_report(meter_id, errors)
+    return len(failed)
+
+
+@asynccontextmanager
+async def api_client(h: Harness, role: str = "editor") -> AsyncIterator[httpx.AsyncClient]:
+    """The collector's HTTP API over the harness's services, with an operator key of ``role``.
+
+    No lifespan runs, so closing the client leaves the harness's services open.
+    """
+    issued = await h.services.credentials.create_key(Role(role), "period tests")
+    app = create_app(h.settings, h.services)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cast(Any, app)),
+        base_url="http://collector.test",
+        headers=bearer(issued.secret),
+    ) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class SentUsage:
+    """One usage event as Stripe received it (one call; a stream call holds several).
+
+    ``target`` is the meter's event name, or the subscription item of a usage record.
+    ``status`` is Stripe's HTTP answer to the call (None when the connection was dropped);
+    a stream call is answered with success and refuses its events later, asynchronously.
+    ``identifier`` is the meter event identifier, or a usage record's idempotency key.
+    """
+
+    kind: str
+    target: str
+    customer: str | None
+    identifier: str | None
+    value: int
+    timestamp: int
+    received_at: int
+    status: int | None
+    error: str | None
+
+    def refused_as_too_old(self) -> bool:
+        """Whether Stripe refused (or will refuse) this event for its age.
+
+        Meter events: older than 35 days when received. Usage records: before the item's
+        current period (Stripe's answer says so).
+        """
+        if self.kind == "usage_record":
+            return self.status == 400 and "period start" in (self.error or "")
+        return self.timestamp < self.received_at - int(STRIPE_PAST_LIMIT.total_seconds())
+
+
+_USAGE_RECORD_PATH = re.compile(r"^/v1/subscription_items/(?P<item>[^/]+)/usage_records$")
+
+
+class UsageRecorder:
+    """An ASGI wrapper in front of the sandbox that keeps every usage call Stripe received."""
+
+    def __init__(self, app: Any, now: Callable[[], int]) -> None:
+        self.app = app
+        self._now = now
+        self.sent: list[SentUsage] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        usage = scope["type"] == "http" and (
+            path in ("/v1/billing/meter_events", "/v2/billing/meter_event_stream")
+            or _USAGE_RECORD_PATH.match(path)
+        )
+        if not usage:
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return dict(await receive())
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        answer: dict[str, Any] = {"status": None, "body": b""}
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer["body"] += message.get("body", b"")
+            await send(message)
+
+        received_at = self._now()
+        await self.app(scope, replay, capture)
+        key = dict(scope.get("headers") or []).get(b"idempotency-key", b"").decode() or None
+        self.sent.extend(
+            _parse_usage(path, body, key, received_at, answer["status"], answer["body"])
+        )
+
+    def refused_then_resent(self) -> list[tuple[SentUsage, int]]:
+        """Events sent again after Stripe refused them as too old, with how often they were."""
+        refused: dict[tuple[str, str | None, int], SentUsage] = {}
+        again: dict[tuple[str, str | None, int], int] = {}
+        for usage in self.sent:
+            key = (usage.target, usage.customer, usage.timestamp)
+            if key in refused:
+                again[key] = again.get(key, 0) + 1
+            elif usage.refused_as_too_old():
+                refused[key] = usage
+        return [(refused[key], count) for key, count in again.items()]
+
+
+def _error_message(status: int | None, body: bytes) -> str | None:
+    if status is None or status < 400:
+        return None
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")[:300]
+
+
+def _parse_usage(
+    path: str,
+    body: bytes,
+    idempotency_key: str | None,
+    received_at: int,
+    status: int | None,
+    answer: bytes,
+) -> list[SentUsage]:
+    error = _error_message(status, answer)
+    if path == "/v2/billing/meter_event_stream":
+        events = json.loads(body or b"{}").get("events") or []
+        return [
+            SentUsage(
+                "stream",
+                str(e.get("event_name")),
+                (e.get("payload") or {}).get("stripe_customer_id"),
+                e.get("identifier"),
+                int((e.get("payload") or {}).get("value", 0)),
+                int(datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp()),
+                received_at,
+                status,
+                error,
+            )
+            for e in events
+        ]
+    form = dict(parse_qsl(body.decode()))
+    if path == "/v1/billing/meter_events":
+        return [
+            SentUsage(
+                "meter_event",
+                form.get("event_name", ""),
+                form.get("payload[stripe_customer_id]"),
+                form.get("identifier"),
+                int(form.get("payload[value]", "0")),
+                int(form.get("timestamp", received_at)),
+                received_at,
+                status,
+                error,
+            )
+        ]
+    matched = _USAGE_RECORD_PATH.match(path)
+    assert matched is not None
+    return [
+        SentUsage(
+            "usage_record",
+            matched["item"],
+            None,
+            idempotency_key,
+            int(form.get("quantity", "0")),
+            int(form.get("timestamp", received_at)),
+            received_at,
+            status,
+            error,
+        )
+    ]
+
+
+@contextmanager
+def recorded_sandbox(
+    clock: ManualClock, seed: int | None = 1
+) -> Iterator[tuple[Sandbox, UsageRecorder]]:
+    """A fresh sandbox whose usage calls are recorded, on ``clock`` (shared with the test)."""
+    app = SandboxApp(clock=clock, seed=seed)
+    recorder = UsageRecorder(app, lambda: int(clock.now().timestamp()))
+    server = SandboxServer(cast(SandboxApp, recorder), "127.0.0.1", free_port())
+    with server:
+        control = SandboxControl(server.url)
+        try:
+            yield Sandbox(server.url, app, stripe_client(server.url), control, clock), recorder
+        finally:
+            control.close()
+
+
+def field_of(entry: Any, name: str) -> Any:
+    """``entry.name`` or ``entry[name]``: a status entry may be a record or a mapping."""
+    if isinstance(entry, dict):
+        return entry[name]
+    return getattr(entry, name)
+
+
+def _utc(seconds: Any) -> datetime:
+    return datetime.fromtimestamp(int(seconds), UTC)

@@ -83,9 +83,13 @@ async def requeue_members(conn: AsyncConnection, batch_id: int, *, kind: str | N
 
 
 async def newest_forwards(
-    conn: AsyncConnection, customer_id: str, metrics: Sequence[str], instance_id: str | None = None
+    conn: AsyncConnection,
+    customer_id: str,
+    metrics: Sequence[str],
+    instance_id: str | None = None,
+    period_id: int | None = None,
 ) -> list[Any]:
-    """Each instance's newest live forward of each of ``metrics``."""
+    """Each instance's newest live forward of each of ``metrics`` (billed in ``period_id``)."""
     if not metrics:
         return []
     conditions = [
@@ -95,6 +99,8 @@ async def newest_forwards(
     ]
     if instance_id is not None:
         conditions.append(FORWARDS.c.instance_id == instance_id)
+    if period_id is not None:
+        conditions.append(FORWARDS.c.period_id == period_id)
     newest = (
         select(
             FORWARDS.c.metric,
@@ -162,14 +168,22 @@ async def carry_and_dissolve(
     generation: int,
     set_metrics: Sequence[str],
     now: datetime,
+    current_period_id: int | None,
 ) -> tuple[int, int]:
-    """After a relink: carry each instance's newest ``set`` value, and free unsent batches.
+    """After a relink: carry the current ``set`` value, and free batches not yet attempted.
 
+    The current value is each instance's newest value billed in the old link's current period
+    (an instance that has not reported in it is not billed there, so it is not carried).
     Returns (values carried, batches dissolved). A batch already attempted may have reached
     Stripe under the old customer, so it completes there under its identifier.
     """
     carried = []
-    for row in await newest_forwards(conn, customer_id, set_metrics):
+    rows = (
+        await newest_forwards(conn, customer_id, set_metrics, period_id=current_period_id)
+        if current_period_id is not None
+        else []
+    )
+    for row in rows:
         if row.kind == "retire":
             continue
         carried.append(
@@ -338,7 +352,9 @@ class CorrectionStore:
             for row in rows:
                 if row.kind == "retire":
                     continue
-                at = max(now.replace(microsecond=0), row.window_end + ONE_SECOND)
+                # Stamped one second before its end: ending a second after now keeps the zero
+                # in the period that is current now, even exactly at a boundary.
+                at = max(now.replace(microsecond=0), row.window_end) + ONE_SECOND
                 markers.append(
                     marker(
                         customer_id,

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import Table, and_, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -194,20 +194,22 @@ async def billed_context(
         )
         for row in rows.all():
             context[(row.period_id, row.metric)].append(pending_of(row))
-    spans = [
-        and_(
-            FORWARDS.c.period_id == pid,
-            FORWARDS.c.metric == metric,
-            FORWARDS.c.window_end > lo,
-            FORWARDS.c.window_start < hi,
-        )
-        for pid, metric, semantics, lo, hi in wants
-        if semantics == "max"
-    ]
+    spans = {
+        (pid, metric): (lo, hi) for pid, metric, semantics, lo, hi in wants if semantics == "max"
+    }
     if spans:
-        rows = await conn.execute(select(FORWARDS).where(or_(*spans), FORWARDS.c.state.in_(BILLED)))
+        rows = await conn.execute(
+            select(FORWARDS).where(
+                tuple_(FORWARDS.c.period_id, FORWARDS.c.metric).in_(list(spans)),
+                FORWARDS.c.window_end > min(lo for lo, _ in spans.values()),
+                FORWARDS.c.window_start < max(hi for _, hi in spans.values()),
+                FORWARDS.c.state.in_(BILLED),
+            )
+        )
         for row in rows.all():
-            context[(row.period_id, row.metric)].append(pending_of(row))
+            lo, hi = spans[(row.period_id, row.metric)]
+            if row.window_end > lo and row.window_start < hi:
+                context[(row.period_id, row.metric)].append(pending_of(row))
     return context
 
 
@@ -269,15 +271,21 @@ async def form(
             blocked.add(group[0])
             continue
         choices.append((group, choice))
-    ids = await store_periods(conn, [c.period for _, c in choices if c.period is not None], now)
+    unstored = [c.period for _, c in choices if c.period is not None and c.period.id is None]
+    ids = await store_periods(conn, unstored, now)
     resolved = []
     for group, choice in choices:
         period = choice.period
         assert period is not None
-        pid = ids[
-            (period.customer_id, period.stripe_customer_id, period.subscription_id, period.start)
-        ]
-        resolved.append((group, choice, dataclasses.replace(period, id=pid)))
+        if period.id is None:
+            key = (
+                period.customer_id,
+                period.stripe_customer_id,
+                period.subscription_id,
+                period.start,
+            )
+            period = dataclasses.replace(period, id=ids[key])
+        resolved.append((group, choice, period))
     return await _plan_and_apply(conn, resolved, planner, semantics_of, now), blocked
 
 

@@ -126,6 +126,28 @@ async def _upsert(
         await conn.execute(statement.on_conflict_do_nothing(index_elements=keys))
 
 
+async def _current_period_id(conn: AsyncConnection, link: Link, now: datetime) -> int | None:
+    """The link's period containing ``now``; None when it is not known (nothing billed in it)."""
+    key = _key(link.subscription_id, link.subscription_status)
+    if key is None:
+        return None
+    row = (
+        await conn.execute(
+            select(PERIODS.c.id)
+            .where(
+                PERIODS.c.customer_id == link.customer_id,
+                PERIODS.c.stripe_customer_id == link.stripe_customer_id,
+                PERIODS.c.subscription_id == key,
+                PERIODS.c.period_start <= now,
+                PERIODS.c.period_end > now,
+            )
+            .order_by(PERIODS.c.period_start.desc(), PERIODS.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return int(row.id) if row is not None else None
+
+
 class LinkStore:
     def __init__(self, engine: AsyncEngine, set_metrics: Sequence[str] = ()) -> None:
         self._engine = engine
@@ -244,7 +266,12 @@ class LinkStore:
             carried = dissolved = 0
             if relinked and current is not None:
                 carried, dissolved = await carry_and_dissolve(
-                    conn, change.customer_id, generation, self._set_metrics, now
+                    conn,
+                    change.customer_id,
+                    generation,
+                    self._set_metrics,
+                    now,
+                    await _current_period_id(conn, current, now),
                 )
                 await audit(
                     conn,

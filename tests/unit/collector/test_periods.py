@@ -83,3 +83,30 @@ def test_a_newer_live_subscription_and_an_operator_link_win() -> None:
     assert becomes_current(now_link, newer)
     explicit = LinkChange("c", "cus_2", None, explicit=True)
     assert becomes_current(now_link, explicit)
+
+
+def monthly(pid: int, start: datetime, end: datetime) -> PeriodRef:
+    return PeriodRef(pid, "c", "cus_1", "sub_1", start, end)
+
+
+def test_a_missed_renewal_between_two_known_periods_is_the_gap_itself() -> None:
+    march = monthly(1, datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 4, 1, 12, tzinfo=UTC))
+    may = monthly(2, datetime(2026, 5, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 12, tzinfo=UTC))
+    chosen = resolve(datetime(2026, 4, 19, tzinfo=UTC), link(), [may, march])
+    assert chosen is not None
+    assert (chosen.id, chosen.start, chosen.end) == (None, march.end, may.start)
+
+
+def test_several_missed_renewals_step_at_the_subscription_cadence() -> None:
+    jan = monthly(1, datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC))
+    may = monthly(2, datetime(2026, 5, 31, tzinfo=UTC), datetime(2026, 6, 30, tzinfo=UTC))
+    found = {
+        (p.start, p.end)
+        for day in range(0, 92, 3)
+        if (p := resolve(jan.end + timedelta(days=day), link(), [jan, may])) is not None
+    }
+    assert found == {
+        (datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)),
+        (datetime(2026, 3, 31, tzinfo=UTC), datetime(2026, 4, 30, tzinfo=UTC)),
+        (datetime(2026, 4, 30, tzinfo=UTC), datetime(2026, 5, 31, tzinfo=UTC)),
+    }
