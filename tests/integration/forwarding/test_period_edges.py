@@ -27,7 +27,6 @@ from tests.support.forwarding import (
     SUBSCRIPTION_EVENTS,
     Harness,
     Subscription,
-    UsageRecorder,
     WebhookFeed,
     api_client,
     assert_in_sync,
@@ -36,10 +35,10 @@ from tests.support.forwarding import (
     field_of,
     harness,
     new_customer,
-    recorded_sandbox,
     window_report,
 )
 from tests.support.stripe_sandbox import START, Sandbox
+from tests.support.usage_recorder import UsageRecorder, recorded_sandbox
 
 MODES = ["meter_events", "meter_event_stream", "usage_records"]
 HOUR = timedelta(hours=1)
