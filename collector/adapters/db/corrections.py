@@ -15,20 +15,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.tables import (
-    AuditRow,
-    BatchRow,
-    ForwardRow,
-    MeterStateRow,
+    AUDIT,
+    BATCHES,
+    FORWARDS,
+    STATE,
 )
 
-FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
-BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
-STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
-AUDIT: Table = AuditRow.__table__  # type: ignore[assignment]
 MARKER_NAMESPACE = uuid.UUID("8d3f7a52-1c0e-5b9a-8f21-6a7e4c3d2b10")
 MAX_REQUEUES = 3
 ONE_SECOND = timedelta(seconds=1)

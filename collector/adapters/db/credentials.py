@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db.tables import CredentialRow
+from collector.adapters.db.tables import CREDENTIALS
 from collector.errors import DatabaseUnavailable
-
-CREDENTIALS: Table = CredentialRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -31,18 +31,13 @@ from collector.adapters.db.outbox_records import (
     state_from_row,
 )
 from collector.adapters.db.tables import (
-    BatchRow,
-    BillingPeriodRow,
-    CustomerLinkRow,
-    ForwardRow,
-    MeterStateRow,
+    BATCHES,
+    FORWARDS,
+    LINKS,
+    PERIODS,
+    STATE,
 )
 
-FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
-BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
-STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
-PERIODS: Table = BillingPeriodRow.__table__  # type: ignore[assignment]
-LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
 FORMATION_LOCK = 0x55534147  # any constant: one batch former at a time across replicas
 BILLED = ("batched", "sent", "superseded")
 
@@ -354,18 +349,16 @@ async def apply(conn: AsyncConnection, outcomes: list[Formation]) -> None:
                 for member in batch.member_ids
             ],
         )
-    settled = [
-        {"f_id": i, "f_state": o.settled_as, "f_period": o.period_id}
-        for o in outcomes
-        for i in o.settled_ids
-    ]
-    if settled:
-        await conn.execute(
-            update(FORWARDS)
-            .where(FORWARDS.c.id == bindparam("f_id"), FORWARDS.c.state == "pending")
-            .values(state=bindparam("f_state"), period_id=bindparam("f_period")),
-            settled,
-        )
+    settled: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+    for outcome in outcomes:
+        settled[(outcome.settled_as, outcome.period_id)].extend(outcome.settled_ids)
+    for (state, period_id), ids in settled.items():
+        if ids:
+            await conn.execute(
+                update(FORWARDS)
+                .where(FORWARDS.c.id.in_(ids), FORWARDS.c.state == "pending")
+                .values(state=state, period_id=period_id)
+            )
     await save_states(conn, [o.state for o in outcomes if o.state is not None])
 
 

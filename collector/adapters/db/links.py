@@ -13,16 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.corrections import audit, carry_and_dissolve
 from collector.adapters.db.tables import (
-    BillingPeriodRow,
-    CustomerLinkRow,
-    SubscriptionItemRow,
-    WebhookEventRow,
+    EVENTS,
+    ITEMS,
+    LINKS,
+    PERIODS,
 )
-
-LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
-ITEMS: Table = SubscriptionItemRow.__table__  # type: ignore[assignment]
-PERIODS: Table = BillingPeriodRow.__table__  # type: ignore[assignment]
-EVENTS: Table = WebhookEventRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, and_, bindparam, exists, func, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db import formation
@@ -23,10 +23,11 @@ from collector.adapters.db.outbox_records import (
     state_from_row,
 )
 from collector.adapters.db.tables import (
+    BATCHES,
+    FORWARDS,
+    LINKS,
+    STATE,
     BatchRow,
-    CustomerLinkRow,
-    ForwardRow,
-    MeterStateRow,
     StoredReport,
 )
 from collector.errors import Conflict, DatabaseUnavailable
@@ -48,11 +49,6 @@ __all__ = [
     "RefusedAsTooOld",
     "enqueue",
 ]
-
-FORWARDS: Table = ForwardRow.__table__  # type: ignore[assignment]
-BATCHES: Table = BatchRow.__table__  # type: ignore[assignment]
-STATE: Table = MeterStateRow.__table__  # type: ignore[assignment]
-LINKS: Table = CustomerLinkRow.__table__  # type: ignore[assignment]
 
 
 async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:

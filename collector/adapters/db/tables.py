@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     TypeDecorator,
     Uuid,
     text,
@@ -298,3 +299,20 @@ class CredentialRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     __table_args__ = (Index("ix_credentials_kind_customer", "kind", "customer_id"),)
+
+
+def _table(row: type[Base]) -> Table:
+    table: Table = row.__table__  # type: ignore[assignment]
+    return table
+
+
+FORWARDS = _table(ForwardRow)
+BATCHES = _table(BatchRow)
+STATE = _table(MeterStateRow)
+PERIODS = _table(BillingPeriodRow)
+LINKS = _table(CustomerLinkRow)
+ITEMS = _table(SubscriptionItemRow)
+EVENTS = _table(WebhookEventRow)
+AUDIT = _table(AuditRow)
+REPORTS = _table(ReportRow)
+CREDENTIALS = _table(CredentialRow)

@@ -14,15 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db.tables import ReportRow, StoredReport
+from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable
 
-REPORTS: Table = ReportRow.__table__  # type: ignore[assignment]
 AfterInsert = Callable[[AsyncConnection, Sequence[StoredReport]], Awaitable[None]]
 
 

@@ -1,220 +1,43 @@
-"""Billing-period edges: each listed defect, reproduced through collector, sandbox and real SDK.
+"""Customers over time: relinks, several instances, ageing usage and Stripe's error reports.
 
-Every test runs on a SQLite file and on PostgreSQL, in each forwarding mode. Expected values are
-written out from the reports the test sends, never read from the collector. Stripe's side is read
-per billing period through the SDK (``Harness.billed``). Webhooks are handed over by the test, in
-the order it chooses, or dropped (``WebhookFeed``).
-
-Subscriptions start at ``START`` (2026-03-01 12:00 UTC), so periods run from noon to noon:
-Mar 1 12:00 to Apr 1 12:00, then to May 1 12:00, and so on.
+Each listed defect reproduced through collector, sandbox and real SDK. Expected values are written
+out from the reports the test sends, never read from the collector; Stripe's side is read per
+billing period through the SDK.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from collector.errors import Conflict, NotFound
-from collector.services.subscriptions import link_customer
-from common.clock import ManualClock
+from tests.support.billing_edges import (
+    DAY,
+    HOUR,
+    PROD,
+    STAGING,
+    bill,
+    report_hours,
+    sent_to,
+    usage,
+)
 from tests.support.forwarding import (
     METER_ERROR_EVENTS,
     SUBSCRIPTION_EVENTS,
     Harness,
-    Subscription,
-    WebhookFeed,
     api_client,
     assert_in_sync,
     dead_batches,
     fail_after_acceptance,
     field_of,
-    harness,
     new_customer,
     window_report,
 )
 from tests.support.stripe_sandbox import START, Sandbox
-from tests.support.usage_recorder import UsageRecorder, recorded_sandbox
-
-MODES = ["meter_events", "meter_event_stream", "usage_records"]
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-PERIOD_REFRESH = 120  # COLLECTOR_STRIPE_PERIOD_REFRESH for these tests (seconds)
-PROD, STAGING = "acme-prod", "acme-staging"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'periods.db'}"
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def recorded(clock: ManualClock) -> Iterator[tuple[Sandbox, UsageRecorder]]:
-    with recorded_sandbox(clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def sandbox(recorded: tuple[Sandbox, UsageRecorder]) -> Sandbox:
-    return recorded[0]
-
-
-@pytest.fixture
-def recorder(recorded: tuple[Sandbox, UsageRecorder]) -> UsageRecorder:
-    return recorded[1]
-
-
-@pytest.fixture
-async def h(
-    sandbox: Sandbox, clock: ManualClock, database_url: str, mode: str
-) -> AsyncIterator[Harness]:
-    async with harness(
-        sandbox.url,
-        clock,
-        database_url,
-        mode,
-        feed=WebhookFeed(sandbox),
-        stripe_period_refresh=PERIOD_REFRESH,
-    ) as opened:
-        yield opened
-
-
-def at(day: int, hour: int = 0, minute: int = 0, month: int = 3) -> datetime:
-    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
-
-
-def usage(devices: int, storage_gb: float, mqtt_messages: int) -> dict[str, float]:
-    return {"devices": devices, "storage_gb": storage_gb, "mqtt_messages": mqtt_messages}
-
-
-def bill(devices: int, storage_gb: int, mqtt_messages: int) -> dict[str, int]:
-    return {"device_usage": devices, "storage_gb": storage_gb, "mqtt_messages": mqtt_messages}
-
-
-async def report_hours(
-    h: Harness,
-    customer: str,
-    windows: list[dict[str, float]],
-    *,
-    first_hour: int = 1,
-    instance: str = "cluster",
-    settle: bool = True,
-) -> None:
-    """Hourly windows from ``START``, each reported a minute after it ends."""
-    for hour, metrics in enumerate(windows, start=first_hour):
-        end = START + hour * HOUR
-        await h.report(window_report(customer, end - HOUR, end, metrics, instance))
-        if settle:
-            await h.settle()
-
-
-def sent_to(recorder: UsageRecorder, subscription: Subscription, since: datetime) -> list[Any]:
-    """Usage Stripe received for ``subscription``'s customer (or items) at or after ``since``."""
-    moment = int(since.timestamp())
-    items = set(subscription.items.values())
-    return [
-        u
-        for u in recorder.sent
-        if u.received_at >= moment
-        and (u.customer == subscription.stripe_customer_id or u.target in items)
-    ]
-
-
-# Defect 1 -----------------------------------------------------------------------------------
-
-DAY_ONE_STORAGE = [12.5, 20, 31.25, 44, 58, 66.5, 75, 71, 69.5, 64, 60, 58]
-DAY_ONE_STORAGE += [55, 52.75, 50, 49, 47, 45, 44, 42, 41, 40, 39.5, 38]
-DAY_TWO_STORAGE = [36, 38, 41, 44, 47, 50, 53, 55, 56.5, 57, 56, 54]
-DAY_TWO_STORAGE += [51, 49, 47, 45, 44, 43, 42, 41, 40, 39, 38, 37]
-
-
-async def test_linking_while_usage_waits_bills_the_storage_peak(h: Harness) -> None:
-    """Defect 1: a forwarder round between the link and the subscription's read.
-
-    Seen: storage billed 57 against a true peak of 75. The waiting day went out under the UTC
-    calendar month; the next day started a second, overlapping period with a fresh running peak,
-    and Stripe's ``last`` meter kept the second day's peak.
-    """
-    customer = new_customer()
-    subscription = await h.create_subscription(customer, remember=False)
-    day_one = [usage(8, gb, 1000 * n) for n, gb in enumerate(DAY_ONE_STORAGE, start=1)]
-    await report_hours(h, customer, day_one, settle=False)
-    await h.forwarder.step()  # unlinked: all of it waits
-
-    await link_customer(h.services.links, h.clock, customer, subscription.stripe_customer_id, None)
-    await h.forwarder.step()  # runs before the subscription is read
-    await h.deliver_webhooks(SUBSCRIPTION_EVENTS)  # the subscription arrives by webhook
-
-    day_two = [usage(9 + n % 3, gb, 700 * n) for n, gb in enumerate(DAY_TWO_STORAGE, start=1)]
-    await report_hours(h, customer, day_two, first_hour=25)
-    await h.settle()
-
-    truth = bill(
-        devices=int(day_two[-1]["devices"]),
-        storage_gb=75,
-        mqtt_messages=int(sum(w["mqtt_messages"] for w in day_one + day_two)),
-    )
-    assert await h.billed(subscription, subscription.period) == truth
-    await assert_in_sync(h, customer)
-
-
-# Defect 2 -----------------------------------------------------------------------------------
-
-
-async def test_missed_renewal_webhook_never_bills_under_the_calendar_month(h: Harness) -> None:
-    """Defect 2: neither renewal webhook arrives; the collector must not use calendar months.
-
-    Seen: a 40 GB peak on Apr 19, then 3 GB on May 1 at 01:00 sent under a fresh calendar-May
-    state, so Stripe billed 3 GB for the period Apr 1 12:00 to May 1 12:00. Usage after the
-    known period's end waits until the collector re-reads the subscription itself (after
-    ``COLLECTOR_STRIPE_PERIOD_REFRESH``).
-    """
-    customer = new_customer()
-    subscription = await h.create_subscription(customer)
-    windows = [
-        (at(19, 10, month=4), usage(10, 40, 100)),
-        (at(1, 1, month=5), usage(8, 3, 50)),  # before the renewal at May 1 12:00
-        (at(1, 13, month=5), usage(8, 2, 7)),  # after it
-    ]
-    for start, metrics in windows:
-        await h.report(window_report(customer, start, start + HOUR, metrics))
-        await h.settle()
-    assert h.feed is not None
-    h.feed.drop()  # both renewals were sent by Stripe and never arrived
-
-    march, april, may = (
-        subscription.period,
-        (at(1, 12, month=4), at(1, 12, month=5)),
-        (at(1, 12, month=5), at(1, 12, month=6)),
-    )
-    billed = {
-        "Mar 1 - Apr 1": await h.billed(subscription, march),
-        "Apr 1 - May 1": await h.billed(subscription, april),
-        "May 1 - Jun 1": await h.billed(subscription, may),
-    }
-    assert billed == {
-        "Mar 1 - Apr 1": bill(0, 0, 0),
-        "Apr 1 - May 1": bill(devices=8, storage_gb=40, mqtt_messages=150),
-        "May 1 - Jun 1": bill(devices=8, storage_gb=2, mqtt_messages=7),
-    }
-    await assert_in_sync(h, customer)
-
+from tests.support.usage_recorder import UsageRecorder
 
 # Defect 3 -----------------------------------------------------------------------------------
 
@@ -534,37 +357,4 @@ async def test_late_webhook_for_an_old_subscription_does_not_move_the_customer_b
     await report_hours(h, customer, [usage(6, 2, 30), usage(6, 3, 40)], first_hour=3)
     assert await h.billed(new, new.period) == bill(devices=6, storage_gb=3, mqtt_messages=70)
     assert await h.billed(old, old.period) == old_bill
-    await assert_in_sync(h, customer)
-
-
-# A window across a period boundary ----------------------------------------------------------
-
-
-async def test_window_straddling_a_period_boundary_is_billed_in_the_period_of_its_last_second(
-    h: Harness, sandbox: Sandbox
-) -> None:
-    """A window that straddles a period boundary, from an old agent or an API client, is billed
-    in the period that holds its last second (``window_end - 1 s``)."""
-    customer = new_customer()
-    subscription = await h.create_subscription(customer)
-    boundary = subscription.period_end  # Apr 1 12:00
-    thirty = timedelta(minutes=30)
-    await h.report(
-        window_report(customer, boundary - 3 * thirty, boundary - thirty, usage(4, 30, 100))
-    )
-    await h.settle()
-    sandbox.control.advance_period(subscription.id)
-    await h.deliver_webhooks(SUBSCRIPTION_EVENTS)  # the renewal is known
-    await h.report(window_report(customer, boundary - thirty, boundary + thirty, usage(4, 5, 50)))
-    await h.settle()
-
-    renewed = await h.read_subscription(subscription)
-    assert renewed.period_start == boundary
-    assert {
-        "before": await h.billed(subscription, subscription.period),
-        "after": await h.billed(renewed, renewed.period),
-    } == {
-        "before": bill(devices=4, storage_gb=30, mqtt_messages=100),
-        "after": bill(devices=4, storage_gb=5, mqtt_messages=50),
-    }
     await assert_in_sync(h, customer)
