@@ -122,6 +122,14 @@ One projected volume combines the chart's Secret and any existing ones.
 - name: COLLECTOR_STRIPE_CONCURRENCY
   value: {{ .Values.stripe.concurrency | int | toString | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" .Values.stripe.periodRefresh) }}
+- name: COLLECTOR_STRIPE_PERIOD_REFRESH
+  value: {{ .Values.stripe.periodRefresh | toString | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.stripe.ageWarningDays) }}
+- name: COLLECTOR_STRIPE_AGE_WARNING_DAYS
+  value: {{ .Values.stripe.ageWarningDays | toString | quote }}
+{{- end }}
 {{- if .Values.auth.disabled }}
 - name: COLLECTOR_AUTH_DISABLED
   value: "true"

@@ -158,12 +158,19 @@ def test_lint_passes(helm: Helm) -> None:
 
 def test_forwarding_and_rate_limit_values_reach_the_environment(helm: Helm) -> None:
     values = {
-        "stripe": {"coalesce": False, "concurrency": 8},
+        "stripe": {
+            "coalesce": False,
+            "concurrency": 8,
+            "periodRefresh": 120,
+            "ageWarningDays": 10,
+        },
         "auth": {"rateLimitRps": 50, "rateLimitBurst": 100},
     }
     rendered = helm.render("usage-collector", values, namespace=NAMESPACE)
     env = {e["name"]: e.get("value") for e in _deployment_container(rendered)["env"]}
     assert env["COLLECTOR_STRIPE_COALESCE"] == "false"
     assert env["COLLECTOR_STRIPE_CONCURRENCY"] == "8"
+    assert env["COLLECTOR_STRIPE_PERIOD_REFRESH"] == "120"
+    assert env["COLLECTOR_STRIPE_AGE_WARNING_DAYS"] == "10"
     assert env["COLLECTOR_RATE_LIMIT_RPS"] == "50"
     assert env["COLLECTOR_RATE_LIMIT_BURST"] == "100"
