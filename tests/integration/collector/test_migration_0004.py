@@ -1,4 +1,5 @@
-"""Billing state written before the period records existed is carried into them, not lost."""
+"""Billing state written before the period records existed is carried into them, not lost;
+batches Stripe refused as too old become rebillable."""
 
 from __future__ import annotations
 
@@ -79,6 +80,17 @@ async def test_periods_and_delivered_state_survive_the_period_model_migration(
                     "e": naive(END, database_url),
                 },
             )
+            await conn.execute(
+                text(
+                    "INSERT INTO forward_batches (customer_id, metric, semantics, mode, "
+                    "period_start, period_end, identifier, quantity, raw_value, event_timestamp, "
+                    "newest_window_end, members, state, attempts, next_attempt_at, last_error, "
+                    "created_at) VALUES ('c1', 'mqtt_messages', 'increment', 'meter_events', :s, "
+                    ":e, 'id-1', 5, '5', :s, :s, 1, 'dead', 1, :s, "
+                    "'Stripe 400: Timestamp must be within the past 35 calendar days.', :s)"
+                ),
+                {"s": naive(START, database_url), "e": naive(END, database_url)},
+            )
         await upgrade_async(database_url)
         async with engine.connect() as conn:
             period = (
@@ -96,6 +108,10 @@ async def test_periods_and_delivered_state_survive_the_period_model_migration(
                 )
             ).one()
             assert (state.period_id, state.billed_total, state.last_value) == (period.id, 75, "75")
+            batch = (
+                await conn.execute(text("SELECT period_id, dead_reason FROM forward_batches"))
+            ).one()
+            assert (batch.period_id, batch.dead_reason) == (period.id, "too_old")
             forward = (await conn.execute(text("SELECT instance_id, kind FROM forwards"))).one()
             assert (forward.instance_id, forward.kind) == ("acme-prod", "report")
     finally:

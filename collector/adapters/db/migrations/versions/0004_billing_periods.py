@@ -174,6 +174,12 @@ def upgrade() -> None:
         )
     bind.execute(
         sa.text(
+            "UPDATE forward_batches SET dead_reason = CASE WHEN last_error LIKE "
+            "'%35 calendar days%' THEN 'too_old' ELSE 'rejected' END WHERE state = 'dead'"
+        )
+    )
+    bind.execute(
+        sa.text(
             "UPDATE forwards SET period_id = (SELECT b.period_id FROM forward_batches b "
             "WHERE b.id = forwards.batch_id) WHERE batch_id IS NOT NULL"
         )
