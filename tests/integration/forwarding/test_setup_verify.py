@@ -84,7 +84,7 @@ def test_verify_is_in_sync_for_a_complete_subscription(
     customer = subscribe(stripe_sandbox, ("device_usage", "mqtt_messages", "storage_gb"))
     code, linked = run(env, "customers", "link", "acme", customer)
     assert code == 0
-    assert "items and billing period stored" in linked
+    assert "items and billing periods stored" in linked
     assert "sub_" in run(env, "customers", "list")[1]
     code, output = run(env, "stripe", "verify")
     assert code == 0, output
