@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from click.testing import CliRunner
 
+from collector.cli import main
 from common.schema import UsageReport
 from tests.support.collector import RunningCollector
 
@@ -77,3 +79,46 @@ def test_rebilling_a_batch_that_is_not_aged_is_refused_with_one_error_shape(
     )
     assert nothing.status_code == 200
     assert nothing.json() == []
+
+
+def test_the_cli_retires_instances_and_answers_mistakes_in_one_line(
+    collector: RunningCollector,
+) -> None:
+    env = {"COLLECTOR_DATABASE_URL": collector.database_url}
+    runner = CliRunner()
+    assert send(collector, "acme", "acme-prod", 2, devices=100).status_code == 201
+    retired = runner.invoke(main, ["instances", "retire", "acme", "acme-prod"], env=env)
+    assert retired.exit_code == 0, retired.output
+    assert "retired acme-prod of acme: devices" in retired.output
+    again = runner.invoke(main, ["instances", "retire", "acme", "acme-prod"], env=env)
+    assert again.exit_code == 1
+    assert again.output.startswith("Error: instance 'acme-prod' of customer 'acme'")
+    assert "Traceback" not in again.output
+    both = runner.invoke(main, ["forwarding", "rebill"], env=env)
+    assert both.exit_code == 2
+    assert "give exactly one of --batch or --customer" in both.output
+    missing = runner.invoke(main, ["forwarding", "rebill", "--batch", "7"], env=env)
+    assert missing.exit_code == 1
+    assert "no batch 7" in missing.output
+    ageing = runner.invoke(main, ["forwarding", "ageing"], env=env)
+    assert ageing.exit_code == 0
+    assert "no waiting usage near Stripe's 35-day limit" in ageing.output
+
+
+def test_a_cli_relink_carries_the_device_count_like_the_api(collector: RunningCollector) -> None:
+    """The CLI and the API share one link service: a relink through either is audited alike."""
+    env = {"COLLECTOR_DATABASE_URL": collector.database_url}
+    runner = CliRunner()
+    for stripe_customer in ("cus_first", "cus_second"):
+        linked = runner.invoke(main, ["customers", "link", "acme", stripe_customer], env=env)
+        assert linked.exit_code == 0, linked.output
+    assert "COLLECTOR_STRIPE_API_KEY" in linked.output
+    audit = httpx.get(
+        f"{collector.url}/api/forwarding/audit",
+        params={"customer_id": "acme"},
+        headers=collector.operator_headers("viewer"),
+    ).json()
+    (relink,) = [a for a in audit if a["action"] == "relink"]
+    assert relink["actor"] == "cli"
+    assert relink["detail"]["from"]["stripe_customer_id"] == "cus_first"
+    assert relink["detail"]["to"]["stripe_customer_id"] == "cus_second"
