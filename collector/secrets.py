@@ -11,11 +11,15 @@ from common.redaction import register_secret
 
 
 def secret_values(settings: CollectorSettings) -> list[str]:
-    """Every ``SecretStr`` setting, plus the database password on its own."""
+    """Every ``SecretStr`` setting, the database URL's password instead of the whole URL.
+
+    The URL itself is not secret once its password is hidden; hiding it whole would leave an
+    operator unable to tell from the start-up log which database a collector uses.
+    """
     values = [
         value.get_secret_value()
-        for value in (getattr(settings, name) for name in type(settings).model_fields)
-        if isinstance(value, SecretStr)
+        for name, value in ((n, getattr(settings, n)) for n in type(settings).model_fields)
+        if isinstance(value, SecretStr) and name != "database_url"
     ]
     try:
         password = make_url(settings.async_database_url()).password

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -27,6 +28,9 @@ MAX_IDENTIFIER_LENGTH = 128
 MAX_METRIC_VALUE = 1e12
 MAX_SIGNIFICANT_DIGITS = 15
 MAX_METRICS_PER_REPORT = 64
+MAX_DEVICES = 10**9
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _check_identifier(value: str) -> str:
@@ -75,7 +79,14 @@ def check_metric_types(metrics: Any) -> Any:
 
 
 def _utc(value: datetime) -> datetime:
-    return as_utc(value)
+    """In UTC, between 2000 and 2100: what a billing window can be, and a database can store."""
+    try:
+        moment = as_utc(value)
+    except OverflowError as exc:
+        raise ValueError("must be a time between 2000 and 2100 (UTC)") from exc
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(f"must be a time between 2000 and 2100 (UTC), got {moment.isoformat()}")
+    return moment
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
@@ -87,8 +98,11 @@ def _check_metrics(metrics: dict[str, float | int]) -> dict[str, float | int]:
     return metrics
 
 
+MetricNumber = Annotated[float | int, WithJsonSchema({"type": "number"})]
+"""A metric value: published as one JSON number type (``integer`` would match twice)."""
+
 Metrics = Annotated[
-    dict[str, float | int],
+    dict[str, MetricNumber],
     BeforeValidator(check_metric_types),
     AfterValidator(_check_metrics),
 ]
@@ -119,8 +133,8 @@ class UsageReport(BaseModel):
     window_start: UtcDatetime
     window_end: UtcDatetime
     metrics: Metrics = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
-    active_devices: int | None = Field(default=None, ge=0)
-    total_devices: int | None = Field(default=None, ge=0)
+    active_devices: int | None = Field(default=None, ge=0, le=MAX_DEVICES)
+    total_devices: int | None = Field(default=None, ge=0, le=MAX_DEVICES)
     partial: bool = False
     missing: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
     agent_version: str | None = Field(default=None, max_length=64)
@@ -179,8 +193,8 @@ class LegacyUsageReport(BaseModel):
 
     customer_id: Identifier
     instance_id: Identifier
-    active_devices: int | None = Field(default=None, ge=0)
-    total_devices: int | None = Field(default=None, ge=0)
+    active_devices: int | None = Field(default=None, ge=0, le=MAX_DEVICES)
+    total_devices: int | None = Field(default=None, ge=0, le=MAX_DEVICES)
     metrics: Metrics = Field(default_factory=dict, max_length=MAX_METRICS_PER_REPORT)
 
 

@@ -24,11 +24,13 @@ from collector.adapters.db.tables import StoredReport
 from collector.adapters.stripe.client import StripeConnection
 from collector.api.admin import AdminController
 from collector.api.auth import AuthenticationMiddleware, fail_closed
+from collector.api.body_shape import BodyShape
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
 from collector.api.health import live, metrics, ready
 from collector.api.limits import BodyDeadline
 from collector.api.openapi import add_body_schemas, openapi_config
+from collector.api.query_params import refuse_stray_query_parameters
 from collector.api.security_docs import document_security
 from collector.api.stripe_routes import BillingController, StripeWebhookController
 from collector.api.usage import UsageController
@@ -271,9 +273,11 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
         middleware=[
             BodyDeadline(settings.body_read_timeout),
             AuthenticationMiddleware(built.authenticator, built.rate_limits),
+            BodyShape(settings.max_body_bytes),
         ],
         guards=[fail_closed],
         on_startup=[warn_if_open, start_forwarder],
+        before_request=refuse_stray_query_parameters,
         on_shutdown=[dispose],
         logging_config=None,
         debug=False,

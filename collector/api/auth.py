@@ -26,7 +26,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from collector.errors import Forbidden, RateLimited, Unauthorized
+from collector.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from collector.services.auth import Authenticator
 from collector.services.principals import Kind, Principal, Role
 from collector.services.token_buckets import TokenBuckets
@@ -96,7 +96,12 @@ def authorize_customer(connection: ASGIConnection[Any, Any, Any, Any], customer_
 def _requested_customer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     customer = connection.path_params.get("customer_id")
     if customer is None:
-        customer = connection.query_params.get("customer_id")
+        given = connection.query_params.getall("customer_id", [])
+        if len(given) > 1:
+            raise BadRequest(
+                "query parameter 'customer_id' is given more than once", field="customer_id"
+            )
+        customer = given[0] if given else None
     return str(customer) if customer is not None else None
 
 

@@ -84,6 +84,32 @@ def openapi_config() -> OpenAPIConfig:
 def add_body_schemas(components: Components) -> None:
     """Register the report body schemas, which Litestar cannot infer from a raw-body handler."""
     components.schemas = {**(components.schemas or {}), **_report_body_schemas()}
+    for schema in components.schemas.values():
+        if isinstance(schema, Schema):
+            _one_number_type(schema)
+
+
+def _one_number_type(schema: Schema) -> None:
+    """``oneOf: [number, integer]`` (from ``float | int``) as ``number``: an integer matched
+    both branches, so a strict client refused every response holding one."""
+    for name, value in (schema.properties or {}).items():
+        if isinstance(value, Schema):
+            _one_number_type(value)
+            assert schema.properties is not None
+            schema.properties[name] = _collapsed(value)
+    extra = schema.additional_properties
+    if isinstance(extra, Schema):
+        schema.additional_properties = _collapsed(extra)
+    if isinstance(schema.items, Schema):
+        schema.items = _collapsed(schema.items)
+
+
+def _collapsed(schema: Schema) -> Schema:
+    branches = schema.one_of or []
+    kinds = {b.type for b in branches if isinstance(b, Schema)}
+    if len(branches) == 2 and kinds == {OpenAPIType.NUMBER, OpenAPIType.INTEGER}:
+        return Schema(type=OpenAPIType.NUMBER, description=schema.description)
+    return schema
 
 
 @dataclass

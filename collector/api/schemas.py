@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import ReportRow, StoredReport
 from common.billing_periods import PeriodBounds
+from common.schema import MetricNumber
 
 
 class ErrorBody(BaseModel):
@@ -27,7 +28,7 @@ class ReportOut(BaseModel):
     instance_id: str
     window_start: datetime
     window_end: datetime
-    metrics: dict[str, float | int]
+    metrics: dict[str, MetricNumber]
     active_devices: int | None
     total_devices: int | None
     partial: bool

@@ -46,7 +46,9 @@ class ReconcileOut(BaseModel):
     period_start: datetime
     period_end: datetime
     in_sync: bool
-    pending_forwards: int = Field(description="Forwards (all customers) not yet acknowledged.")
+    pending_forwards: int = Field(
+        description="This customer's forwards that Stripe has not acknowledged yet."
+    )
     metrics: list[MetricReconciliationOut]
 
 

@@ -105,6 +105,12 @@ class IngestService:
             raise validation_failure(exc) from exc
         self._check_metrics(report)
         self._check_window(report)
+        if not legacy and report.id != report.expected_report_id:
+            raise ValidationFailed(
+                "report_id must be the id derived from customer_id, instance_id and the window "
+                f"({report.expected_report_id}); leave it out and the collector derives it",
+                field="report_id",
+            )
         return report, legacy
 
     def _from_legacy(self, raw: dict[str, Any], idempotency_key: str | None) -> UsageReport:

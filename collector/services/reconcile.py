@@ -143,8 +143,7 @@ class ReconcileService:
                     in_sync,
                 )
             )
-        waiting = (await self._outbox.counts())["forwards"]
-        pending = waiting.get("pending", 0) + waiting.get("batched", 0)
+        pending = await self._outbox.waiting_for(customer_id)
         return Reconciliation(customer_id, link.stripe_customer_id, period, rows, pending)
 
     async def _period(

@@ -15,6 +15,7 @@ from collector.errors import NotFound, ValidationFailed
 from collector.services.combination import InstanceWindow, combine
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
+from common.schema import EARLIEST, LATEST
 from common.windows import as_utc, calendar_month
 
 
@@ -38,13 +39,32 @@ def encode_cursor(row: ReportRow) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_ROW_ID = 2**63 - 1
+
+
+def bounded_utc(value: datetime, field: str) -> datetime:
+    """``value`` in UTC, refused (422) outside 2000-2100 rather than overflowing."""
+    try:
+        moment = as_utc(value)
+    except OverflowError as exc:
+        raise ValidationFailed(
+            f"{field} must be a time between 2000 and 2100", field=field
+        ) from exc
+    if not EARLIEST <= moment < LATEST:
+        raise ValidationFailed(f"{field} must be a time between 2000 and 2100", field=field)
+    return moment
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         end_text, id_text = base64.urlsafe_b64decode(padded).decode().split("|", 1)
-        return as_utc(datetime.fromisoformat(end_text)), int(id_text)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        end, row_id = bounded_utc(datetime.fromisoformat(end_text), "cursor"), int(id_text)
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error) as exc:
         raise ValidationFailed("cursor is not one this API returned", field="cursor") from exc
+    if not 0 <= row_id <= MAX_ROW_ID:
+        raise ValidationFailed("cursor is not one this API returned", field="cursor")
+    return end, row_id
 
 
 class UsageService:
@@ -68,13 +88,15 @@ class UsageService:
         """A page of reports, newest window first; ``next_cursor`` continues it."""
         if not 1 <= limit <= self._max_limit:
             raise ValidationFailed(f"limit must be between 1 and {self._max_limit}", field="limit")
-        if since is not None and until is not None and until <= since:
+        start = bounded_utc(since, "since") if since else None
+        end = bounded_utc(until, "until") if until else None
+        if start is not None and end is not None and end <= start:
             raise ValidationFailed("until must be after since", field="until")
         query = HistoryQuery(
             customer_id=customer_id,
             limit=limit + 1,
-            since=as_utc(since) if since else None,
-            until=as_utc(until) if until else None,
+            since=start,
+            until=end,
             before=decode_cursor(cursor) if cursor else None,
         )
         rows = await self._store.history(query)
@@ -98,8 +120,8 @@ class UsageService:
         calendar month.
         """
         month = calendar_month(self._clock.now())
-        start = as_utc(since) if since else month.start
-        end = as_utc(until) if until else month.end
+        start = bounded_utc(since, "since") if since else month.start
+        end = bounded_utc(until, "until") if until else month.end
         if end <= start:
             raise ValidationFailed("until must be after since", field="until")
         rows = await self._store.in_period(customer_id, start, end)

@@ -79,14 +79,21 @@ class WebhookService:
         return event
 
     async def handle(self, payload: bytes, signature: str | None) -> WebhookOutcome:
-        """Verify and process one delivery; a replayed event id is acknowledged, not redone."""
+        """Verify and process one delivery; a replayed event id is acknowledged, not redone.
+
+        The event id is claimed before processing, so concurrent deliveries of one event are
+        processed once; a failure releases the claim for Stripe's retry.
+        """
         event = self._verify(payload, signature)
         event_id, event_type = str(event["id"]), str(event["type"])
-        if await self._links.seen(event_id):
+        if not await self._links.first_time(event_id, event_type, self._clock.now()):
             self._metrics.webhooks.labels(event_type, "duplicate").inc()
             return WebhookOutcome(event_id, event_type, True, "already processed")
-        action = await self._process(event_type, event, payload)
-        await self._links.first_time(event_id, event_type, self._clock.now())
+        try:
+            action = await self._process(event_type, event, payload)
+        except BaseException:
+            await self._links.forget_event(event_id)
+            raise
         self._metrics.webhooks.labels(event_type, "processed").inc()
         log.info("stripe webhook processed", event_id=event_id, type=event_type, action=action)
         return WebhookOutcome(event_id, event_type, False, action)

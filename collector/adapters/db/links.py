@@ -386,6 +386,11 @@ class LinkStore:
             )
             return found.first() is not None
 
+    async def forget_event(self, event_id: str) -> None:
+        """Release a claimed event id whose processing failed, so a redelivery is processed."""
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(EVENTS).where(EVENTS.c.event_id == event_id))
+
     async def first_time(self, event_id: str, event_type: str, now: datetime) -> bool:
         """Record a webhook event id; False when it was processed before."""
         async with self._engine.begin() as conn:

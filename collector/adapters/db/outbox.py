@@ -371,6 +371,17 @@ class OutboxStore:
                 billed.setdefault(row.metric, []).append(formation.pending_of(row))
             return billed
 
+    async def waiting_for(self, customer_id: str) -> int:
+        """How many of one customer's forwards Stripe has not acknowledged yet."""
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count()).where(
+                    FORWARDS.c.customer_id == customer_id,
+                    FORWARDS.c.state.in_(("pending", "batched")),
+                )
+            )
+            return int(result.scalar_one())
+
     async def counts(self) -> dict[str, dict[str, int]]:
         """Forwards and batches by state."""
         async with self._engine.connect() as conn:

@@ -16,11 +16,19 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.tables import REPORTS, StoredReport
-from collector.errors import DatabaseUnavailable
+from collector.errors import DatabaseUnavailable, ValidationFailed
 
 AfterInsert = Callable[[AsyncConnection, Sequence[StoredReport]], Awaitable[None]]
 
@@ -83,6 +91,9 @@ class GroupCommitWriter:
             try:
                 results = await self._write(batch)
             except Exception as exc:
+                if len(batch) > 1 and not _unavailable(exc):
+                    await self._write_alone(batch)
+                    continue
                 error = _translate(exc)
                 for pending in batch:
                     if not pending.future.done():
@@ -91,6 +102,18 @@ class GroupCommitWriter:
             for pending, result in zip(batch, results, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(result)
+
+    async def _write_alone(self, batch: list[_Pending]) -> None:
+        """A shared transaction failed on some row: write each on its own, so only it fails."""
+        for pending in batch:
+            try:
+                (result,) = await self._write([pending])
+            except Exception as exc:
+                if not pending.future.done():
+                    pending.future.set_exception(_translate(exc))
+                continue
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     async def _write(self, batch: list[_Pending]) -> list[tuple[StoredReport, bool]]:
         first_by_id: dict[uuid.UUID, dict[str, Any]] = {}
@@ -136,9 +159,30 @@ def _insert(conn: AsyncConnection) -> Any:
     raise DatabaseUnavailable(f"unsupported database dialect {conn.dialect.name!r}")
 
 
+def _unavailable(exc: Exception) -> bool:
+    """The database itself failed (not one row): retrying rows one by one cannot help."""
+    return isinstance(exc, DatabaseUnavailable | OperationalError | InterfaceError | OSError)
+
+
+def _bad_value(exc: Exception) -> bool:
+    """One row's value cannot be stored (out of range, or refused by a constraint)."""
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return isinstance(exc.orig, OverflowError | ValueError | TypeError)
+    return isinstance(exc, DataError | IntegrityError | OverflowError) or (
+        isinstance(exc, DBAPIError) and not _unavailable(exc)
+    )
+
+
 def _translate(exc: Exception) -> Exception:
     if isinstance(exc, DatabaseUnavailable):
         return exc
+    if _bad_value(exc):
+        refused = ValidationFailed(
+            f"a value of this report cannot be stored ({type(exc).__name__}); "
+            "check device counts, metric values and window times"
+        )
+        refused.__cause__ = exc
+        return refused
     if isinstance(exc, SQLAlchemyError | OSError):
         error = DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})")
         error.__cause__ = exc

@@ -115,3 +115,21 @@ async def run_scenario(
         await h.settle()
         assert await billed(h, customer) == truth(windows)
         clock.advance(timedelta(hours=1))
+
+
+async def test_reconcile_counts_only_the_customers_own_waiting_forwards(
+    stripe_sandbox: Sandbox, sandbox_clock: ManualClock, tmp_path: Path
+) -> None:
+    """Issue 10, item 9: a customer-scoped caller saw every customer's waiting forwards."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    async with harness(stripe_sandbox.url, sandbox_clock, url, "meter_events") as h:
+        linked, unlinked = new_customer(), new_customer()
+        await h.subscribe(linked)
+        start = h.clock.now()
+        h.clock.set(start + timedelta(hours=1, minutes=1))
+        await h.ingest(hourly_report(linked, start, 1, mqtt_messages=5))
+        await h.ingest(hourly_report(unlinked, start, 1, mqtt_messages=7))
+        await h.forwarder.drain()
+        reconciliation = await h.services.reconciler.reconcile(linked)
+        assert reconciliation.pending_forwards == 0
+        assert reconciliation.in_sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -163,3 +164,11 @@ async def test_meter_error_report_bills_the_named_usage_again_once(
     resent = await h.services.outbox.batches("sent")
     assert identifier not in {b.identifier for b in resent}
     assert (await h.services.reconciler.reconcile(customer)).in_sync
+
+
+async def test_concurrent_deliveries_of_one_event_are_processed_once(webhook_harness) -> None:
+    """Issue 10, item 9: each delivery checked ``seen`` before either recorded the event id."""
+    webhooks = webhook_harness.services.webhooks
+    body, signature = signed(subscription_event("evt_twice", "cust_t", "cus_T"))
+    outcomes = await asyncio.gather(*(webhooks.handle(body, signature) for _ in range(4)))
+    assert sorted(o.duplicate for o in outcomes) == [False, True, True, True]
