@@ -133,6 +133,12 @@ class CollectorSettings(BaseSettings):
         gt=0,
         description="Longest time a client may take to send its request body (seconds).",
     )
+    header_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time a new connection may take to send its request headers "
+        "(seconds); a slower one is closed.",
+    )
 
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> CollectorSettings:

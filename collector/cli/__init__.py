@@ -17,6 +17,7 @@ from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.migrate import current_revision, head_revision, upgrade
 from collector.adapters.stripe.catalog import StripeCatalog
 from collector.api.app import Services, create_app
+from collector.api.header_deadline import http_protocol
 from collector.cli.billing import forwarding, instances, run_with_services
 from collector.cli.credentials import keys, tokens
 from collector.errors import CollectorError, StripeNotConfigured
@@ -98,6 +99,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, migrate: bool)
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=http_protocol(settings.header_read_timeout),
     )
 
 

@@ -17,6 +17,7 @@ from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade
 from collector.adapters.db.tables import ReportRow
 from collector.api.app import Services, build_services, create_app
+from collector.api.header_deadline import http_protocol
 from collector.settings import CollectorSettings
 from common.clock import Clock
 from tests.support.binaries import free_port
@@ -63,7 +64,13 @@ def run_collector(
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            http=http_protocol(settings.header_read_timeout),
         )
     )
     thread = threading.Thread(target=server.run, name="collector", daemon=True)

@@ -117,3 +117,26 @@ def test_oversized_bodies_are_refused_while_others_are_served(database_url: str)
         assert answered
         assert set(answered) == {413}
         assert rows(collector)[0] == 20
+
+
+def test_a_client_trickling_its_headers_is_cut_off_while_others_are_served(
+    database_url: str,
+) -> None:
+    """Issue 10, item 9: the body deadline never covered headers, so they could trickle forever."""
+    with run_collector(database_url, header_read_timeout=1.0, **ROOMY) as collector:
+        parts = urlsplit(collector.url)
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        stop = threading.Event()
+        head = b"POST /api/usage/report HTTP/1.1\r\nhost: x\r\nx-slow: " + b"a" * 200
+        answered: list[bytes] = []
+        sender = threading.Thread(
+            target=lambda: answered.append(trickle(sock, head, stop, 0.1)), daemon=True
+        )
+        sender.start()
+        assert post(collector, make_report().to_json()).status_code == 201
+        sender.join(timeout=15)
+        stop.set()
+        sock.close()
+        assert not sender.is_alive(), "the server kept waiting for the headers"
+        assert answered == [b""]
+        assert rows(collector) == (1, 3)
