@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.formation import newest_rows
 from collector.adapters.db.tables import (
     AUDIT,
     BATCHES,
@@ -97,33 +98,7 @@ async def newest_forwards(
         conditions.append(FORWARDS.c.instance_id == instance_id)
     if period_id is not None:
         conditions.append(FORWARDS.c.period_id == period_id)
-    newest = (
-        select(
-            FORWARDS.c.metric,
-            FORWARDS.c.instance_id,
-            func.max(FORWARDS.c.window_end).label("newest_end"),
-        )
-        .where(*conditions)
-        .group_by(FORWARDS.c.metric, FORWARDS.c.instance_id)
-        .subquery()
-    )
-    rows = await conn.execute(
-        select(FORWARDS)
-        .join(
-            newest,
-            and_(
-                FORWARDS.c.metric == newest.c.metric,
-                FORWARDS.c.instance_id == newest.c.instance_id,
-                FORWARDS.c.window_end == newest.c.newest_end,
-            ),
-        )
-        .where(*conditions)
-        .order_by(FORWARDS.c.metric, FORWARDS.c.instance_id, FORWARDS.c.id.desc())
-    )
-    seen: dict[tuple[str, str], Any] = {}
-    for row in rows.all():
-        seen.setdefault((row.metric, row.instance_id), row)
-    return list(seen.values())
+    return await newest_rows(conn, conditions, (FORWARDS.c.metric, FORWARDS.c.instance_id))
 
 
 def marker(
@@ -248,7 +223,9 @@ class CorrectionStore:
                     select(func.max(FORWARDS.c.generation)).where(FORWARDS.c.batch_id == row.id)
                 )
             ).scalar_one() or 0
+            undone = await self._undo_delivery(conn, row) if row.state == "sent" else "requeued"
             if generation >= MAX_REQUEUES:
+                outcome = "dead"
                 await conn.execute(
                     update(BATCHES)
                     .where(BATCHES.c.id == row.id)
@@ -257,50 +234,30 @@ class CorrectionStore:
                 await conn.execute(
                     update(FORWARDS).where(FORWARDS.c.batch_id == row.id).values(state="dead")
                 )
-                await audit(
-                    conn,
-                    now,
-                    "stripe",
-                    "meter_error",
-                    row.customer_id,
-                    {
-                        "batch_id": row.id,
-                        "identifier": identifier,
-                        "outcome": "dead after repeated errors",
-                        "error": error[:300],
-                    },
-                )
-                return "dead"
-            outcome = await self._undo_delivery(conn, row) if row.state == "sent" else "requeued"
-            await conn.execute(
-                update(BATCHES)
-                .where(BATCHES.c.id == row.id)
-                .values(
-                    state="rejected",
-                    dead_reason="meter_error",
-                    last_error=error[:1000],
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            if outcome == "superseded":
-                await conn.execute(
-                    update(FORWARDS).where(FORWARDS.c.batch_id == row.id).values(state="superseded")
-                )
             else:
-                await requeue_members(conn, row.id)
+                outcome = undone
+                await conn.execute(
+                    update(BATCHES)
+                    .where(BATCHES.c.id == row.id)
+                    .values(
+                        state="rejected",
+                        dead_reason="meter_error",
+                        last_error=error[:1000],
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+                if outcome == "superseded":
+                    await conn.execute(
+                        update(FORWARDS)
+                        .where(FORWARDS.c.batch_id == row.id)
+                        .values(state="superseded")
+                    )
+                else:
+                    await requeue_members(conn, row.id)
+            detail = {"batch_id": row.id, "identifier": identifier, "outcome": outcome}
             await audit(
-                conn,
-                now,
-                "stripe",
-                "meter_error",
-                row.customer_id,
-                {
-                    "batch_id": row.id,
-                    "identifier": identifier,
-                    "outcome": outcome,
-                    "error": error[:300],
-                },
+                conn, now, "stripe", "meter_error", row.customer_id, detail | {"error": error[:300]}
             )
             return outcome
 

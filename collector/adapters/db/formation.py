@@ -148,6 +148,29 @@ async def store_periods(
     return {key(period_ref(r)): r.id for r in rows.all()}
 
 
+async def newest_rows(
+    conn: AsyncConnection, conditions: Sequence[Any], keys: Sequence[Any]
+) -> list[Any]:
+    """Per group of ``keys``, the forward with the newest window end (then the highest id)."""
+    newest = (
+        select(*keys, func.max(FORWARDS.c.window_end).label("newest_end"))
+        .where(*conditions)
+        .group_by(*keys)
+        .subquery()
+    )
+    on = and_(
+        *(key == newest.c[key.name] for key in keys),
+        FORWARDS.c.window_end == newest.c.newest_end,
+    )
+    rows = await conn.execute(
+        select(FORWARDS).join(newest, on).where(*conditions).order_by(FORWARDS.c.id.desc())
+    )
+    found: dict[tuple[Any, ...], Any] = {}
+    for row in rows.all():
+        found.setdefault(tuple(getattr(row, key.name) for key in keys), row)
+    return list(found.values())
+
+
 async def billed_context(
     conn: AsyncConnection, wants: Sequence[tuple[int, str, str, datetime, datetime]]
 ) -> dict[tuple[int, str], list[PendingForward]]:
@@ -160,34 +183,12 @@ async def billed_context(
     context: dict[tuple[int, str], list[PendingForward]] = defaultdict(list)
     newest_for = [(pid, metric) for pid, metric, semantics, _, _ in wants if semantics == "set"]
     if newest_for:
-        newest = (
-            select(
-                FORWARDS.c.period_id,
-                FORWARDS.c.metric,
-                FORWARDS.c.instance_id,
-                func.max(FORWARDS.c.window_end).label("newest_end"),
-            )
-            .where(
-                tuple_(FORWARDS.c.period_id, FORWARDS.c.metric).in_(newest_for),
-                FORWARDS.c.state.in_(BILLED),
-            )
-            .group_by(FORWARDS.c.period_id, FORWARDS.c.metric, FORWARDS.c.instance_id)
-            .subquery()
-        )
-        rows = await conn.execute(
-            select(FORWARDS)
-            .join(
-                newest,
-                and_(
-                    FORWARDS.c.period_id == newest.c.period_id,
-                    FORWARDS.c.metric == newest.c.metric,
-                    FORWARDS.c.instance_id == newest.c.instance_id,
-                    FORWARDS.c.window_end == newest.c.newest_end,
-                ),
-            )
-            .where(FORWARDS.c.state.in_(BILLED))
-        )
-        for row in rows.all():
+        billed = [
+            tuple_(FORWARDS.c.period_id, FORWARDS.c.metric).in_(newest_for),
+            FORWARDS.c.state.in_(BILLED),
+        ]
+        keys = (FORWARDS.c.period_id, FORWARDS.c.metric, FORWARDS.c.instance_id)
+        for row in await newest_rows(conn, billed, keys):
             context[(row.period_id, row.metric)].append(pending_of(row))
     spans = {
         (pid, metric): (lo, hi) for pid, metric, semantics, lo, hi in wants if semantics == "max"

@@ -11,9 +11,9 @@ import pytest
 import stripe
 
 from collector.adapters.stripe.catalog import StripeCatalog
-from collector.services.webhooks import InvalidSignature
+from collector.services.webhooks import InvalidSignature, WebhookOutcome
 from common.clock import ManualClock
-from tests.support.forwarding import harness, hourly_report, new_customer
+from tests.support.forwarding import Harness, harness, hourly_report, new_customer
 from tests.support.stripe_sandbox import Sandbox
 from tests.support.webhooks import signed as sign_webhook
 from tests.support.webhooks import subscription_event
@@ -118,6 +118,31 @@ async def test_bad_or_old_signatures_are_refused_and_store_nothing(
     assert not await webhook_harness.services.links.seen("evt_2")
 
 
+async def fail_at_stripe(
+    h: Harness, sandbox: Sandbox, identifier: str, event_id: str
+) -> WebhookOutcome:
+    """Stripe fails an event it accepted (it stops counting) and reports it by webhook."""
+    assert h.services.stripe is not None
+    meters = await StripeCatalog(h.services.stripe.client).meters()
+    sandbox.control.error_report(
+        meters["mqtt_messages"]["id"],
+        [{"identifier": identifier, "code": "meter_event_invalid_value", "message": "invalid"}],
+    )
+    sample = {"error_message": "invalid", "request": {"identifier": identifier}}
+    event = {
+        "id": event_id,
+        "object": "v2.core.event",
+        "type": "v1.billing.meter.error_report_triggered",
+        "data": {
+            "reason": {
+                "error_types": [{"code": "meter_event_invalid_value", "sample_errors": [sample]}]
+            }
+        },
+    }
+    body, signature = signed(event)
+    return await h.services.webhooks.handle(body, signature)
+
+
 async def test_meter_error_report_bills_the_named_usage_again_once(
     stripe_sandbox: Sandbox,
     webhook_harness,
@@ -131,31 +156,7 @@ async def test_meter_error_report_bills_the_named_usage_again_once(
     await h.settle()
     sent = await h.services.outbox.batches("sent")
     identifier = sent[0].identifier
-    assert h.services.stripe is not None
-    meters = await StripeCatalog(h.services.stripe.client).meters()
-    stripe_sandbox.control.error_report(
-        meters["mqtt_messages"]["id"],
-        [{"identifier": identifier, "code": "meter_event_invalid_value", "message": "invalid"}],
-    )
-    event = {
-        "id": "evt_meter_err",
-        "object": "v2.core.event",
-        "type": "v1.billing.meter.error_report_triggered",
-        "data": {
-            "reason": {
-                "error_types": [
-                    {
-                        "code": "meter_event_invalid_value",
-                        "sample_errors": [
-                            {"error_message": "invalid", "request": {"identifier": identifier}}
-                        ],
-                    }
-                ]
-            }
-        },
-    }
-    body, signature = signed(event)
-    outcome = await h.services.webhooks.handle(body, signature)
+    outcome = await fail_at_stripe(h, stripe_sandbox, identifier, "evt_meter_err")
     assert "1 requeued" in outcome.action
     await h.settle()
     assert (await h.stripe_totals(customer))["mqtt_messages"] == 40
@@ -172,3 +173,34 @@ async def test_concurrent_deliveries_of_one_event_are_processed_once(webhook_har
     body, signature = signed(subscription_event("evt_twice", "cust_t", "cus_T"))
     outcomes = await asyncio.gather(*(webhooks.handle(body, signature) for _ in range(4)))
     assert sorted(o.duplicate for o in outcomes) == [False, True, True, True]
+
+
+async def test_usage_stripe_fails_again_and_again_is_parked_after_three_resends(
+    stripe_sandbox: Sandbox, webhook_harness
+) -> None:
+    """A resend carries a new identifier; after three failed resends the batch waits for an
+    operator (dead, ``meter_error``) instead of looping, and nothing is counted twice."""
+    h = webhook_harness
+    customer = new_customer()
+    await h.subscribe(customer)
+    start = h.clock.now()
+    h.clock.set(start + timedelta(hours=1, minutes=1))
+    await h.ingest(hourly_report(customer, start, 1, mqtt_messages=40))
+    await h.settle()
+    identifiers = []
+    for attempt in range(4):
+        (latest,) = [
+            b for b in await h.services.outbox.batches("sent") if b.metric == "mqtt_messages"
+        ]
+        identifiers.append(latest.identifier)
+        await fail_at_stripe(h, stripe_sandbox, latest.identifier, f"evt_fail_{attempt}")
+        await h.settle()
+        if attempt < 3:
+            assert (await h.stripe_totals(customer))["mqtt_messages"] == 40
+    assert len(set(identifiers)) == 4
+    dead = await h.services.outbox.batches("dead")
+    assert [(b.identifier, b.dead_reason) for b in dead] == [(identifiers[-1], "meter_error")]
+    assert (await h.stripe_totals(customer))["mqtt_messages"] == 0
+    state = await h.services.outbox.state(dead[0].period_id, "mqtt_messages")
+    assert state is not None
+    assert state.billed_total == 0
