@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
+from agent.errors import CollectorRejected
 from agent.services.backoff import RetryPolicy
 from agent.services.catchup import CatchUp, CatchUpResult, Schedule
 from agent.services.delivery import FlushResult, SpoolDelivery
@@ -27,9 +29,17 @@ from agent.services.leader import LeaderElector
 from common.clock import Clock
 from common.errors import MeteringError
 
-__all__ = ["AgentLoop", "RetryPolicy"]
+__all__ = ["AgentLoop", "OnceResult", "RetryPolicy"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class OnceResult:
+    """What ``run --once`` achieved: accepted only when nothing due was left unsent."""
+
+    accepted: bool
+    reason: str
 
 
 class AgentLoop:
@@ -92,17 +102,18 @@ class AgentLoop:
         flushed = await self.delivery.flush(stopping=lambda: self.stopping)
         return caught, flushed
 
-    async def run_once(self, *, attempts: int) -> bool:
+    async def run_once(self, *, attempts: int) -> OnceResult:
         """Collect the last complete window (and any missed ones), send the spool, exit.
 
-        ``True`` when everything spooled was accepted.
+        Accepted when every report spooled was accepted and no due window was left uncollected.
+        A refusal that resending cannot fix (401, 403, 404) stops at the first attempt.
         """
         await self.start()
         if self.elector is not None and not await self.elector.step():
             log.info("not_leader", identity=self.elector.identity, action="nothing sent")
-            return True
+            return OnceResult(True, "not the leader: another agent reports")
         self.catchup.ensure_watermark(backlog=1)
-        await self.catchup.run()
+        caught = await self.catchup.run()
         spool = self.delivery.spool
         dead_before = spool.dead_count()
         failures = 0
@@ -114,15 +125,48 @@ class AgentLoop:
                 break
             if result is FlushResult.FAILED:
                 failures += 1
-                if failures >= attempts:
+                if failures >= attempts or isinstance(self.delivery.last_error, CollectorRejected):
                     break
             next_at = self.delivery.next_attempt_at()
             if next_at is None or not await self._sleep_until(next_at):
                 break
-        accepted = spool.depth() == 0 and spool.dead_count() == dead_before
-        if not accepted:
-            log.error("reports_not_delivered", waiting=spool.depth(), attempts=failures)
-        return accepted
+        outcome = self._once_outcome(caught, dead_before, failures)
+        if not outcome.accepted:
+            log.error(
+                "reports_not_delivered",
+                waiting=spool.depth(),
+                attempts=failures,
+                reason=outcome.reason,
+            )
+        return outcome
+
+    def _once_outcome(self, caught: CatchUpResult, dead_before: int, failures: int) -> OnceResult:
+        spool = self.delivery.spool
+        waiting = spool.depth()
+        if waiting:
+            error = self.delivery.last_error
+            why = str(error) if error is not None else "not sent"
+            return OnceResult(
+                False, f"{waiting} report(s) not accepted after {failures} attempt(s): {why}"
+            )
+        dead = spool.dead_count() - dead_before
+        if dead:
+            return OnceResult(
+                False,
+                f"{dead} report(s) refused by the collector as invalid or conflicting; kept in "
+                "the state's dead reports (see report_rejected_kept / report_conflict_kept)",
+            )
+        if caught.deferred is not None:
+            errors = "; ".join(caught.errors) or "no reason given"
+            return OnceResult(
+                False,
+                f"window {caught.deferred} not collected, {', '.join(caught.missing)} could not "
+                f"be measured ({errors}); it is retried, and sent partial once older than "
+                "AGENT_PARTIAL_AFTER",
+            )
+        if caught.collected == 0:
+            return OnceResult(True, "nothing due: every complete window is already reported")
+        return OnceResult(True, f"{caught.collected} report(s) accepted")
 
     async def run(self) -> None:
         """Report every window until stopped; on a first start, from the window in progress."""

@@ -1,21 +1,34 @@
 """The agent's settings, read once at start-up from ``AGENT_*`` or seed variables or secret files.
 
-Durations accept ``15s``, ``30m``, ``1h``, ``1h30m`` or a bare number of milliseconds (the seed's
-``COLLECTION_INTERVAL=3600000`` form).
+Durations accept ``250ms``, ``15s``, ``30m``, ``1h``, ``1h30m``, ``7d`` or a bare number of
+seconds. Only the seed's ``COLLECTION_INTERVAL`` reads a bare number as milliseconds (its
+``3600000`` form); ``AGENT_INTERVAL`` wins over it when both are set.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.windows import parse_duration
+from common.windows import format_duration, parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SeedDuration = Annotated[timedelta, BeforeValidator(partial(parse_duration, bare_unit="ms"))]
+MIN_INTERVAL = timedelta(seconds=1)
 MAX_CATCHUP_LIMIT = timedelta(days=35)
 CRASH_POINTS = ("after_spool", "after_send")
 
@@ -71,8 +84,16 @@ class AgentSettings(BaseSettings):
     )
     interval: Duration = Field(
         default=timedelta(hours=1),
-        validation_alias=_aliases("AGENT_INTERVAL", "COLLECTION_INTERVAL", "interval"),
-        description="Report window length (duration; a bare number is milliseconds).",
+        validation_alias=_aliases("AGENT_INTERVAL", "interval"),
+        description=f"Report window length (duration, at least {format_duration(MIN_INTERVAL)}).",
+    )
+    seed_interval: SeedDuration | None = Field(
+        default=None,
+        validation_alias=_aliases("COLLECTION_INTERVAL", "seed_interval"),
+        description=(
+            "The seed's name for the window length (duration; a bare number is milliseconds, "
+            "e.g. 3600000); AGENT_INTERVAL wins when both are set."
+        ),
     )
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL (URL).")
     mqtt_messages_query: str = Field(
@@ -240,6 +261,7 @@ class AgentSettings(BaseSettings):
         "metrics_url",
         "query_offset",
         "jitter",
+        "seed_interval",
         "pod_name",
         "namespace",
         "kubeconfig",
@@ -250,25 +272,59 @@ class AgentSettings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return _empty_to_none(value)
 
+    @field_validator("interval", "seed_interval")
+    @classmethod
+    def _interval_floor(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        if value is not None and value < MIN_INTERVAL:
+            raise ValueError(
+                f"{_setting(info)} must be at least {format_duration(MIN_INTERVAL)}, got "
+                f"{format_duration(value) if value >= timedelta(0) else value}: a bare number is "
+                + ("milliseconds" if info.field_name == "seed_interval" else "seconds")
+            )
+        return value
+
     @field_validator(
-        "interval",
         "scrape_interval",
         "http_timeout",
         "lease_duration",
         "lease_renew",
         "shutdown_grace",
+        "baseline_lookback",
+        "retry_initial",
+        "retry_max",
     )
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
+    def _positive(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value <= timedelta(0):
-            raise ValueError("must be a positive duration")
+            raise ValueError(f"{_setting(info)} must be a positive duration, e.g. 10s")
         return value
+
+    @field_validator("query_offset", "jitter", "partial_after")
+    @classmethod
+    def _not_negative(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError(f"{_setting(info)} must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _effective_durations(self) -> Self:
+        if self.seed_interval is not None and "interval" not in self.model_fields_set:
+            self.interval = self.seed_interval
+        if self.retry_max < self.retry_initial:
+            raise ValueError(
+                f"AGENT_RETRY_MAX ({format_duration(self.retry_max)}) must not be shorter than "
+                f"AGENT_RETRY_INITIAL ({format_duration(self.retry_initial)})"
+            )
+        return self
 
     @field_validator("max_catchup")
     @classmethod
     def _catchup_within_stripe_limit(cls, value: timedelta) -> timedelta:
         if value < timedelta(0) or value > MAX_CATCHUP_LIMIT:
-            raise ValueError("must be between 0 and 35d (Stripe accepts usage up to 35 days old)")
+            raise ValueError(
+                "AGENT_MAX_CATCHUP must be between 0s and 35d (Stripe accepts usage up to 35 days "
+                "old)"
+            )
         return value
 
     @field_validator("test_crash_at")
@@ -300,6 +356,24 @@ class AgentSettings(BaseSettings):
     def active_status_set(self) -> frozenset[str]:
         """The active statuses, lower-cased."""
         return frozenset(s.strip().lower() for s in self.active_statuses.split(",") if s.strip())
+
+
+def _setting(info: ValidationInfo) -> str:
+    """The variable to fix for the field being validated."""
+    name = info.field_name or "?"
+    return "COLLECTION_INTERVAL" if name == "seed_interval" else "AGENT_" + name.upper()
+
+
+def setting_errors(error: ValidationError) -> list[str]:
+    """One line per invalid setting, each naming the variable to fix."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if field in AgentSettings.model_fields:
+            field = "COLLECTION_INTERVAL" if field == "seed_interval" else "AGENT_" + field.upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{field}: {message}" if field else message)
+    return lines
 
 
 def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> AgentSettings:

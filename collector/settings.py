@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.catalogue import MetricCatalogue, parse_definitions
 from common.windows import parse_duration
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# A bare number stays milliseconds here, as it always was for the collector's durations.
+Duration = Annotated[timedelta, BeforeValidator(partial(parse_duration, bare_unit="ms"))]
 
 
 class StripeMode(enum.StrEnum):

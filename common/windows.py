@@ -11,19 +11,29 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Parse ``1h``, ``30m``, ``1h30m``, ``90s`` or a bare number of milliseconds (the seed)."""
+_BARE_UNITS = ("s", "ms")
+
+
+def parse_duration(value: str | int | float | timedelta, *, bare_unit: str = "s") -> timedelta:
+    """Parse ``1h``, ``30m``, ``1h30m``, ``90s``, ``250ms``, ``7d`` or a bare number.
+
+    A bare number is in ``bare_unit``: seconds, except where a setting keeps the seed's
+    milliseconds (``COLLECTION_INTERVAL=3600000``) and passes ``bare_unit="ms"``.
+    """
+    if bare_unit not in _BARE_UNITS:
+        raise ValueError(f"bare_unit must be one of {_BARE_UNITS}, got {bare_unit!r}")
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
+    scale = _UNIT_SECONDS[bare_unit]
     if isinstance(value, int | float):
-        return timedelta(milliseconds=value)
+        return timedelta(seconds=value * scale)
     text = value.strip().lower()
     if not text:
         raise ValueError("empty duration")
-    if text.isdigit():
-        return timedelta(milliseconds=int(text))
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return timedelta(seconds=float(text) * scale) if "." in text else _whole(int(text), scale)
     pos = 0
     seconds = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -32,25 +42,36 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
         seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text):
+        bare = "seconds" if bare_unit == "s" else "milliseconds"
         raise ValueError(
-            f"not a duration: {value!r} (use a number of milliseconds, or e.g. 1h, 30m, 90s, 1h30m)"
+            f"not a duration: {value!r} (use e.g. 1h, 30m, 90s, 1h30m, 7d, or a number of {bare})"
         )
     return timedelta(seconds=seconds)
 
 
+def _whole(number: int, scale: float) -> timedelta:
+    return timedelta(milliseconds=number) if scale < 1 else timedelta(seconds=number)
+
+
 def format_duration(value: timedelta) -> str:
-    """Render a duration compactly, e.g. ``1h30m`` or ``45s``."""
-    total = value.total_seconds()
-    if total <= 0:
+    """Render a duration the way ``parse_duration`` reads it back exactly: ``1h``, ``30s``, ``7d``.
+
+    Whole days, hours, minutes and seconds, then milliseconds; anything finer than a millisecond
+    is rendered in seconds with a fraction. A negative duration is refused: no setting takes one.
+    """
+    if value < timedelta(0):
+        raise ValueError(f"cannot format a negative duration: {value}")
+    if value == timedelta(0):
         return "0s"
-    days, rest = divmod(int(total), 86400)
+    if value.microseconds % 1000:
+        return f"{value.total_seconds():f}".rstrip("0").rstrip(".") + "s"
+    total_ms = value // timedelta(milliseconds=1)
+    rest, millis = divmod(total_ms, 1000)
+    days, rest = divmod(rest, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
-    millis = round((total - int(total)) * 1000)
-    if millis:
-        parts.append(f"{millis}ms")
-    return "".join(parts)
+    units = ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s"), (millis, "ms"))
+    return "".join(f"{n}{u}" for n, u in units if n)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -22,6 +22,19 @@ from common.schema import UsageReport
 REPORT_PATH = "/api/usage/report"
 _RETRYABLE_4XX = {408, 429}
 _BODY_EXCERPT = 500
+URL_SETTING = "AGENT_COLLECTOR_URL (or BILLING_API_URL)"
+_HINTS = {
+    401: "the collector did not accept the token: check AGENT_COLLECTOR_TOKEN",
+    403: "the collector refused this token for this customer: check AGENT_COLLECTOR_TOKEN "
+    "and AGENT_CUSTOMER_ID",
+    404: f"nothing answers at this path: {URL_SETTING} should be the collector's base, like "
+    f"https://collector:3100, not .../api/usage/report",
+}
+
+
+def refusal_hint(status: int) -> str | None:
+    """What to fix when the collector refuses every report with ``status`` (401, 403, 404)."""
+    return _HINTS.get(status)
 
 
 class Delivery(enum.StrEnum):
@@ -111,6 +124,13 @@ class CollectorClient:
         if status == 409:
             raise CollectorConflict(
                 f"collector holds a different report {report.id}: {excerpt}",
+                status=status,
+                body=excerpt,
+            )
+        hint = refusal_hint(status)
+        if hint is not None:
+            raise CollectorRejected(
+                f"collector answered HTTP {status} at {self._url}; {hint}",
                 status=status,
                 body=excerpt,
             )

@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agent.errors import ConfigurationError
+
 HealthCheck = Callable[[], tuple[bool, str]]
 
 
@@ -43,7 +45,14 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # probes every few seconds would drown the JSON logs
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} for /metrics and /healthz "
+                f"({exc.strerror or exc}): set AGENT_METRICS_PORT to a free port "
+                "(or AGENT_METRICS_HOST to an address of this host)"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="agent-metrics", daemon=True

@@ -10,8 +10,9 @@ same whole milliseconds the samples are partitioned by, so two windows that meet
 
 Series are identified by their labels without ``__name__`` (``last_over_time`` drops it), so a
 selector should match one metric name, or its series must differ in other labels; a clash is a
-source error. A series whose last sample before the window is older than the baseline lookback
-counts from 0, like a new series.
+source error. The baseline query looks back ``baseline_lookback``, or to ``since`` when the caller
+asks for more: the agent passes the end of the last window it measured, so together with its own
+persisted values (``services.counter_memory``) no series it has seen is mistaken for a new one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class CounterWindow:
 
     baselines: dict[SeriesKey, Decimal] = field(default_factory=dict)
     samples: dict[SeriesKey, list[Decimal]] = field(default_factory=dict)
+    last_seen: dict[SeriesKey, datetime] = field(default_factory=dict)
+    """When each series with samples in the window had its last one."""
 
     @property
     def series_count(self) -> int:
@@ -117,12 +120,17 @@ class PrometheusSource:
             )
         return result
 
-    def _counter_window(self, selector: str, window: Window) -> CounterWindow:
+    def _counter_window(
+        self, selector: str, window: Window, since: datetime | None
+    ) -> CounterWindow:
         start_ms, end_ms = _epoch_millis(window.start), _epoch_millis(window.end)
         span = _seconds(timedelta(milliseconds=end_ms - start_ms))
+        lookback = self._lookback
+        if since is not None and since < window.start:
+            lookback = max(lookback, window.start - since)
         raw_samples = self._query(f"{selector}[{span}s]", end_ms / 1000)
         raw_baselines = self._query(
-            f"last_over_time({selector}[{_seconds(self._lookback)}s])", start_ms / 1000
+            f"last_over_time({selector}[{_seconds(lookback)}s])", start_ms / 1000
         )
         result = CounterWindow()
         total = 0
@@ -141,9 +149,11 @@ class PrometheusSource:
                         f"{selector!r} returned more than {self._max_samples} samples "
                         "(AGENT_QUERY_MAX_SAMPLES)",
                     )
-                inside = [_number(v) for t, v in values if start_ms < _millis(t) <= end_ms]
+                inside = [(t, _number(v)) for t, v in values if start_ms < _millis(t) <= end_ms]
                 if inside:
-                    result.samples[key] = inside
+                    result.samples[key] = [v for _, v in inside]
+                    last_ms = _millis(inside[-1][0])
+                    result.last_seen[key] = EPOCH + timedelta(milliseconds=last_ms)
             for series in raw_baselines:
                 result.baselines[series_key(series["metric"])] = _number(series["value"][1])
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -166,9 +176,15 @@ class PrometheusSource:
         except (KeyError, IndexError, TypeError) as exc:
             raise SourceError(SOURCE, f"unexpected result shape for {expression!r}") from exc
 
-    async def counter_window(self, selector: str, window: Window) -> CounterWindow:
-        """Each matched series' raw samples in ``(start, end]``, and its baseline."""
-        return await asyncio.to_thread(self._counter_window, selector, window)
+    async def counter_window(
+        self, selector: str, window: Window, *, since: datetime | None = None
+    ) -> CounterWindow:
+        """Each matched series' raw samples in ``(start, end]``, and its baseline.
+
+        A baseline is the last sample at or before the start, looked for as far back as the
+        baseline lookback, or as ``since`` when that is earlier.
+        """
+        return await asyncio.to_thread(self._counter_window, selector, window, since)
 
     async def peak(self, expression: str, window: Window) -> Decimal:
         """The highest value of a one-series expression in the window, sampled every scrape."""

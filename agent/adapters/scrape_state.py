@@ -25,10 +25,14 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class CounterBaseline:
-    """The last scraped value of every series one selector matched."""
+    """The last scraped value of every series one selector matched, and when it was scraped.
+
+    A series missing from ``seen`` was last seen at the baselines' ``taken_at``.
+    """
 
     selector: str
     series: dict[SeriesKey, Decimal] = field(default_factory=dict)
+    seen: dict[SeriesKey, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def _encode(baselines: ScrapeBaselines) -> dict[str, Any]:
             metric: {
                 "selector": baseline.selector,
                 "series": [
-                    {"labels": dict(key), "value": str(value)}
+                    _encode_series(key, value, baseline.seen.get(key), baselines.taken_at)
                     for key, value in sorted(baseline.series.items())
                 ],
             }
@@ -56,18 +60,29 @@ def _encode(baselines: ScrapeBaselines) -> dict[str, Any]:
     }
 
 
+def _encode_series(
+    key: SeriesKey, value: Decimal, seen: datetime | None, taken_at: datetime
+) -> dict[str, Any]:
+    # ``seen_at`` only for a series absent from the last scrape; older agents ignore the field.
+    item: dict[str, Any] = {"labels": dict(key), "value": str(value)}
+    if seen is not None and seen != taken_at:
+        item["seen_at"] = seen.isoformat()
+    return item
+
+
 def _decode(raw: Any) -> ScrapeBaselines:
     if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION:
         raise ValueError("unknown state format")
     metrics = {}
     for metric, entry in raw["metrics"].items():
-        series = {
-            tuple(sorted((str(k), str(v)) for k, v in item["labels"].items())): Decimal(
-                item["value"]
-            )
-            for item in entry["series"]
-        }
-        metrics[str(metric)] = CounterBaseline(str(entry["selector"]), series)
+        series: dict[SeriesKey, Decimal] = {}
+        seen: dict[SeriesKey, datetime] = {}
+        for item in entry["series"]:
+            key = tuple(sorted((str(k), str(v)) for k, v in item["labels"].items()))
+            series[key] = Decimal(item["value"])
+            if "seen_at" in item:
+                seen[key] = datetime.fromisoformat(item["seen_at"])
+        metrics[str(metric)] = CounterBaseline(str(entry["selector"]), series, seen)
     return ScrapeBaselines(datetime.fromisoformat(raw["taken_at"]), metrics)
 
 

@@ -52,6 +52,8 @@ WATERMARK = "watermark"
 SCRAPE_BASELINES = "scrape_baselines"
 LEASE_EPOCH = "lease_epoch"
 BILLING_BOUNDARIES = "billing_boundaries"
+# One row per Prometheus counter metric: ``counter_baselines:<metric>``.
+COUNTER_BASELINES = "counter_baselines"
 
 
 def timestamp(moment: datetime) -> str:

@@ -17,7 +17,7 @@ from agent.adapters.metrics_server import MetricsServer
 from agent.cli.wiring import build_runtime
 from agent.errors import ConfigurationError
 from agent.loop import AgentLoop
-from agent.settings import AgentSettings, load_settings
+from agent.settings import AgentSettings, load_settings, setting_errors
 from common.clock import SystemClock
 from common.logs import configure_logging
 
@@ -46,8 +46,11 @@ async def _run(settings: AgentSettings, once: bool) -> int:
     runtime = await build_runtime(settings, SystemClock())
     try:
         if once:
-            accepted = await runtime.loop.run_once(attempts=settings.send_attempts)
-            return 0 if accepted else EXIT_NOT_ACCEPTED
+            outcome = await runtime.loop.run_once(attempts=settings.send_attempts)
+            if not outcome.accepted:
+                click.echo(f"usage-agent: nothing accepted: {outcome.reason}", err=True)
+                return EXIT_NOT_ACCEPTED
+            return 0
         server = MetricsServer(
             runtime.metrics.registry,
             runtime.health.check,
@@ -115,13 +118,20 @@ def main(ctx: click.Context, secrets_dir: Path | None) -> None:
 @_SECRETS_DIR
 @click.pass_context
 def run(ctx: click.Context, once: bool, secrets_dir: Path | None) -> None:
-    """Report usage every interval (or once, with --once; exit 1 if it was not accepted)."""
+    """Report usage every interval, or once with --once.
+
+    With --once the exit code is 0 when every due window was collected and accepted, 1 when not
+    (the reason on one line: a source failed, the collector refused or could not be reached),
+    and 2 for a configuration error.
+    """
     try:
         settings = load_settings(secrets_dir or (ctx.obj or {}).get("secrets_dir"))
     except ValidationError as exc:
         configure_logging("info")
-        log.error("invalid_settings", error=str(exc))
-        click.echo(f"usage-agent: invalid settings:\n{exc}", err=True)
+        errors = setting_errors(exc)
+        log.error("invalid_settings", errors=errors)
+        for line in errors:
+            click.echo(f"usage-agent: invalid setting {line}", err=True)
         sys.exit(EXIT_CONFIGURATION)
     configure_logging(settings.log_level)
     if not settings.enabled:

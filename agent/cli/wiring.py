@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 import agent
 from agent.adapters.boundary_state import SqliteBoundaryStore
 from agent.adapters.collector_client import CollectorClient
+from agent.adapters.counter_state import SqliteCounterMemoryStore
 from agent.adapters.device_api import DeviceApiSource
 from agent.adapters.kube import KubeApi
 from agent.adapters.metrics_scrape import MetricsScrapeSource
@@ -158,7 +159,10 @@ def build_providers(
             max_samples=settings.query_max_samples,
         )
         stack.callback(prometheus.close)
-        providers.extend(PrometheusCounter(m, prometheus, q) for m, q in counters.items())
+        providers.extend(
+            PrometheusCounter(m, prometheus, q, SqliteCounterMemoryStore(db, m))
+            for m, q in counters.items()
+        )
         if settings.storage_bytes_query.strip():
             providers.append(
                 PrometheusPeak("storage_gb", prometheus, settings.storage_bytes_query.strip())

@@ -96,6 +96,8 @@ class Schedule:
 class CatchUpResult:
     collected: int
     deferred: Window | None = None
+    missing: tuple[str, ...] = ()  # the deferred window's unmeasured metrics
+    errors: tuple[str, ...] = ()  # and why their sources failed
 
 
 class CatchUp:
@@ -183,7 +185,7 @@ class CatchUp:
                     retry="next cycle",
                     partial_in_seconds=int((self._schedule.partial_after - age).total_seconds()),
                 )
-                return CatchUpResult(collected, window)
+                return CatchUpResult(collected, window, tuple(report.missing), result.errors)
             self._store(result)
             collected += 1
             self._crash("after_spool")

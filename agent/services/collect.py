@@ -25,6 +25,7 @@ class CollectedReport:
 
     report: UsageReport
     commits: tuple[Callable[[], None], ...] = ()
+    errors: tuple[str, ...] = ()  # why each failed source failed, for ``run --once`` to print
 
     def commit(self) -> None:
         for commit in self.commits:
@@ -54,7 +55,9 @@ class ReportCollector:
         """Every metric some provider is configured to measure."""
         return tuple(m for p in self._providers for m in p.metrics)
 
-    async def _measure(self, provider: MetricProvider, window: Window) -> Measurement:
+    async def _measure(
+        self, provider: MetricProvider, window: Window, errors: list[str]
+    ) -> Measurement:
         try:
             return await provider.measure(window)
         except asyncio.CancelledError:
@@ -64,6 +67,7 @@ class ReportCollector:
             # its metrics are reported missing.
             if self._on_source_error is not None:
                 self._on_source_error(str(getattr(exc, "source", type(exc).__name__)))
+            errors.append(str(exc) or type(exc).__name__)
             log.warning(
                 "source_failed",
                 metrics=list(provider.metrics),
@@ -76,7 +80,10 @@ class ReportCollector:
 
     async def collect(self, window: Window) -> CollectedReport:
         """Measure the window with every provider and build its report."""
-        measurements = await asyncio.gather(*(self._measure(p, window) for p in self._providers))
+        errors: list[str] = []
+        measurements = await asyncio.gather(
+            *(self._measure(p, window, errors) for p in self._providers)
+        )
         metrics: dict[str, int | float] = {}
         missing: list[str] = []
         active = total = None
@@ -114,4 +121,4 @@ class ReportCollector:
             metrics=metrics,
             missing=missing,
         )
-        return CollectedReport(report, tuple(commits))
+        return CollectedReport(report, tuple(commits), tuple(errors))

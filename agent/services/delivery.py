@@ -6,7 +6,8 @@ report leaves the spool only after a 2xx answer; a 200 for a duplicate ``report_
 A 409 means the collector already bills this window under the same id with other content, so
 resending can never help: the report is kept in ``dead_reports`` and not sent again, like a
 report the collector found invalid (400/413/422). Any other refusal (401, 403, 404...) is a
-configuration problem an operator can fix, so the report waits at the longest backoff.
+configuration problem an operator can fix, so the report waits at the longest backoff and
+``last_error`` keeps the refusal (``run --once`` stops at it instead of retrying).
 
 An accepted answer may name the customer's billing periods; their boundaries are remembered
 (``services.boundaries``) for the windows collected and the reports compacted from then on.
@@ -86,6 +87,7 @@ class SpoolDelivery:
         self.before_send = before_send
         self._crash = crash_point
         self._boundaries = boundaries
+        self.last_error: MeteringError | None = None
 
     @property
     def spool(self) -> Spool:
@@ -127,41 +129,60 @@ class SpoolDelivery:
         spool.mark_attempt(entry.seq, now + timedelta(seconds=delay))
         try:
             accepted = await self._sender.send(report)
-        except CollectorConflict as exc:
+        except MeteringError as exc:
+            self.last_error = exc
+            return self._failed(entry, exc, now, delay, attempt)
+        self.last_error = None
+        self._accepted(entry, accepted)
+        return True
+
+    def _failed(
+        self, entry: SpoolEntry, error: MeteringError, now: datetime, delay: float, attempt: int
+    ) -> bool:
+        """Record a failed send; ``True`` when the report left the head of the spool for good."""
+        spool = self._spool.spool
+        report = entry.report
+        if isinstance(error, CollectorConflict):
             self._metrics.reports_sent.labels("conflict").inc()
-            log.error("report_conflict_kept", report_id=str(report.id), error=str(exc))
-            spool.bury(entry, reason="conflict", status=exc.status, now=self._clock.now())
+            log.error("report_conflict_kept", report_id=str(report.id), error=str(error))
+            spool.bury(entry, reason="conflict", status=error.status, now=self._clock.now())
             return True
-        except CollectorRejected as exc:
-            self._metrics.send_failures.labels(str(exc.status)).inc()
-            if exc.status in _INVALID:
+        if isinstance(error, CollectorRejected):
+            self._metrics.send_failures.labels(str(error.status)).inc()
+            if error.status in _INVALID:
                 self._metrics.reports_sent.labels("rejected").inc()
-                log.error("report_rejected_kept", report_id=str(report.id), error=str(exc))
-                spool.bury(entry, reason="rejected", status=exc.status, now=self._clock.now())
+                log.error("report_rejected_kept", report_id=str(report.id), error=str(error))
+                spool.bury(entry, reason="rejected", status=error.status, now=self._clock.now())
                 return True
             retry_at = self._clock.now() + timedelta(seconds=self._retry.maximum)
             spool.reschedule(entry.seq, retry_at)
             log.error(
-                "report_refused", report_id=str(report.id), error=str(exc), retry_at=str(retry_at)
-            )
-            return False
-        except MeteringError as exc:
-            status = getattr(exc, "status", None)
-            self._metrics.send_failures.labels(str(status) if status else "network").inc()
-            retry_after = getattr(exc, "retry_after", None) or 0.0
-            wait = max(delay, retry_after)
-            if retry_after > delay:
-                spool.reschedule(entry.seq, now + timedelta(seconds=wait))
-            log.warning(
-                "report_send_failed",
+                "report_refused",
                 report_id=str(report.id),
-                attempt=attempt,
-                error=str(exc),
-                retry_in=round(wait, 3),
+                status=error.status,
+                error=str(error),
+                retry_at=str(retry_at),
             )
             return False
+        status = getattr(error, "status", None)
+        self._metrics.send_failures.labels(str(status) if status else "network").inc()
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        wait = max(delay, retry_after)
+        if retry_after > delay:
+            spool.reschedule(entry.seq, now + timedelta(seconds=wait))
+        log.warning(
+            "report_send_failed",
+            report_id=str(report.id),
+            attempt=attempt,
+            error=str(error),
+            retry_in=round(wait, 3),
+        )
+        return False
+
+    def _accepted(self, entry: SpoolEntry, accepted: Accepted) -> None:
+        report = entry.report
         self._crash("after_send")
-        spool.remove(entry.seq)
+        self._spool.spool.remove(entry.seq)
         if self._boundaries is not None and accepted.periods:
             self._boundaries.learn(accepted.periods)
         delivery = accepted.delivery
@@ -178,4 +199,3 @@ class SpoolDelivery:
             partial=report.partial,
             windows=entry.windows,
         )
-        return True

@@ -8,23 +8,51 @@ scrape failed, or the state file was lost), this scrape becomes the baseline and
 reported missing for that window, never as zero. New baselines are saved only through the
 measurement's ``commit``, i.e. after the report was delivered, so an undelivered window's usage
 rolls into the next one instead of being lost.
+
+A series missing from a scrape keeps its last value in the baselines, so when it returns it is
+compared with that value (a drop is still a reset), not counted from 0 again. A series missing
+for longer than ``FORGET_AFTER`` (35 days, the rule Prometheus mode uses) is dropped; if it ever
+returns it counts from 0 like a new series.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
 
 import structlog
 
 from agent.adapters.metrics_scrape import Scrape, SeriesSelector
 from agent.adapters.scrape_state import CounterBaseline, ScrapeBaselines
+from agent.adapters.series import SeriesKey
 from agent.errors import StateError
+from agent.services.counter_memory import FORGET_AFTER
 from agent.services.counters import as_report_number, window_increase
 from agent.services.sources import BaselineStore, Measurement, ScrapeSource
 from common.clock import Clock
 from common.windows import Window
 
 log = structlog.get_logger(__name__)
+
+
+def carry_absent(
+    previous: CounterBaseline,
+    taken_at: datetime,
+    current: Mapping[SeriesKey, Decimal],
+    now: datetime,
+) -> CounterBaseline:
+    """The new baseline: this scrape's values, plus absent series' last values for a while."""
+    series = dict(current)
+    seen: dict[SeriesKey, datetime] = {}
+    for key, value in previous.series.items():
+        if key in series:
+            continue
+        last_seen = previous.seen.get(key, taken_at)
+        if now - last_seen <= FORGET_AFTER:
+            series[key] = value
+            seen[key] = last_seen
+    return CounterBaseline(previous.selector, series, seen)
 
 
 class ScrapedCounters:
@@ -55,16 +83,16 @@ class ScrapedCounters:
             return None
 
     def _baselines(self, scrape: Scrape, keep: ScrapeBaselines | None) -> ScrapeBaselines:
+        now = self._clock.now()
         metrics: dict[str, CounterBaseline] = {}
         for metric, selector in self._selectors.items():
             current = scrape.select(selector)
             previous = keep.metrics.get(metric) if keep else None
-            if not current and previous is not None:
-                # No series at all looks like an exporter hiccup: keep the old baseline.
-                metrics[metric] = previous
-            else:
+            if keep is None or previous is None or previous.selector != self._texts[metric]:
                 metrics[metric] = CounterBaseline(self._texts[metric], current)
-        return ScrapeBaselines(taken_at=self._clock.now(), metrics=metrics)
+                continue
+            metrics[metric] = carry_absent(previous, keep.taken_at, current, now)
+        return ScrapeBaselines(taken_at=now, metrics=metrics)
 
     async def prime(self) -> bool:
         """Take the start-up baseline unless one is stored; ``True`` when a baseline exists."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from agent.adapters.counter_state import CounterMemory
 from agent.adapters.device_api import DeviceCounts
 from agent.adapters.metrics_scrape import Scrape
 from agent.adapters.prometheus import CounterWindow
@@ -17,7 +19,9 @@ from common.windows import Window
 class CounterWindowSource(Protocol):
     """Raw counter samples in a window, with each series' baseline (Prometheus)."""
 
-    async def counter_window(self, selector: str, window: Window) -> CounterWindow: ...
+    async def counter_window(
+        self, selector: str, window: Window, *, since: datetime | None = None
+    ) -> CounterWindow: ...
 
 
 class PeakSource(Protocol):
@@ -36,6 +40,14 @@ class ScrapeSource(Protocol):
     """The current samples of a /metrics endpoint."""
 
     async def scrape(self) -> Scrape: ...
+
+
+class CounterMemoryStore(Protocol):
+    """Where a Prometheus counter metric's last seen series values survive a restart."""
+
+    def load(self) -> CounterMemory | None: ...
+
+    def save(self, memory: CounterMemory) -> None: ...
 
 
 class BaselineStore(Protocol):

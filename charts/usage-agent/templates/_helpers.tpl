@@ -44,11 +44,14 @@ app.kubernetes.io/part-of: iot-usage-metering
 {{- end }}
 
 {{/*
-A duration value as a string. Helm reads numbers in values as floats, so the seed's
-milliseconds (3600000) would print as 3.6e+06 without the int64 conversion.
+A duration value as a string the agent reads. A bare number in the chart's values is the seed's
+milliseconds, but the agent reads a bare AGENT_* number as seconds, so it gets an "ms" suffix.
+Helm reads numbers in values as floats, so 3600000 would print as 3.6e+06 without int64.
 */}}
 {{- define "usage-agent.duration" -}}
-{{- if kindIs "string" . }}{{ . }}{{ else }}{{ int64 . }}{{ end }}
+{{- if kindIs "string" . }}
+{{- if regexMatch "^[0-9]+$" . }}{{ . }}ms{{ else }}{{ . }}{{ end }}
+{{- else }}{{ int64 . }}ms{{ end }}
 {{- end }}
 
 {{/* The effective switch: the seed's ENABLE_USAGE_REPORTING in env wins over `enabled`. */}}
@@ -63,7 +66,7 @@ milliseconds (3600000) would print as 3.6e+06 without the int64 conversion.
 {{/* The effective interval: the seed's COLLECTION_INTERVAL in env wins over `interval`. */}}
 {{- define "usage-agent.interval" -}}
 {{- if hasKey .Values.env "COLLECTION_INTERVAL" }}
-{{- get .Values.env "COLLECTION_INTERVAL" }}
+{{- include "usage-agent.duration" (get .Values.env "COLLECTION_INTERVAL") }}
 {{- else }}
 {{- include "usage-agent.duration" .Values.interval }}
 {{- end }}

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class CollectorStub:
-    """Answers every report with ``status`` and keeps what it received."""
+    """Answers every report with ``status`` and keeps what it received; 404 off the report path."""
 
     def __init__(self) -> None:
         self.status = 201
@@ -23,7 +23,8 @@ class CollectorStub:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.received.append((dict(self.headers), json.loads(body)))
                 data = json.dumps({"message": "stub"}).encode()
-                self.send_response(stub.status)
+                found = self.path == "/api/usage/report"
+                self.send_response(stub.status if found else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -140,7 +140,7 @@ async def run_agent_once(
     registry = CollectorRegistry()
     runtime = await build_runtime(settings, clock, registry=registry, transport=transport)
     try:
-        assert await runtime.loop.run_once(attempts=3)
+        assert (await runtime.loop.run_once(attempts=3)).accepted
     finally:
         await runtime.aclose()
     return registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -145,9 +146,85 @@ def test_unreachable_sources_defer_the_window_instead_of_sending_it(env, collect
 
     result = run_once(env)
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert collector.received == []
     assert "window_deferred" in result.stderr
+    assert "devices, mqtt_messages could not be measured" in reason(result)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def reason(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line ``run --once`` prints when nothing was accepted."""
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("usage-agent: ")]
+    return line
+
+
+def test_run_once_with_prometheus_unreachable_exits_non_zero_with_the_reason(env, collector):
+    del env["AGENT_METRICS_URL"]
+    env |= {"AGENT_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}
+
+    result = run_once(env)
+
+    assert result.returncode == 1, result.stderr
+    assert collector.received == []
+    assert "not collected, mqtt_messages" in reason(result)
+    assert "could not be measured" in reason(result)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("status", "setting"), [(401, "AGENT_COLLECTOR_TOKEN"), (403, "TOKEN")])
+def test_run_once_with_a_refused_token_fails_fast(env, collector, status, setting):
+    collector.status = status
+
+    result = run_once(env)
+
+    assert result.returncode == 1, result.stderr
+    assert len(collector.received) == 1  # no five-minute backoff
+    assert f"HTTP {status}" in reason(result)
+    assert setting in reason(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_run_once_with_the_report_path_in_the_collector_url_fails_fast_with_a_hint(env, collector):
+    result = run_once(env | {"BILLING_API_URL": f"{collector.url}/api/usage/report"})
+
+    assert result.returncode == 1, result.stderr
+    assert len(collector.received) == 1
+    assert "should be the collector's base, like https://collector:3100" in reason(result)
+
+
+def test_metrics_port_taken_is_a_one_line_error_naming_agent_metrics_port(env, collector):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run"],
+            env=env | {"AGENT_METRICS_HOST": "127.0.0.1", "AGENT_METRICS_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert result.returncode == 2, result.stderr
+    assert "AGENT_METRICS_PORT" in reason(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bare_interval_is_seconds_and_under_the_minimum_names_the_setting(env, collector):
+    result = run_once(env | {"AGENT_INTERVAL": "0.5"})
+
+    assert result.returncode == 2
+    assert reason(result) == (
+        "usage-agent: invalid setting AGENT_INTERVAL: AGENT_INTERVAL must be at least 1s, got "
+        "500ms: a bare number is seconds"
+    )
 
 
 def test_missing_identity_is_a_clear_start_up_error(env, collector, tmp_path):

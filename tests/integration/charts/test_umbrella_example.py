@@ -54,7 +54,7 @@ def test_seed_values_render_an_hourly_enabled_agent(helm: Helm, umbrella: Path) 
     (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
     env = env_of(container)
     assert env["AGENT_ENABLED"] == "true"
-    assert env["AGENT_INTERVAL"] == "3600000"
+    assert env["AGENT_INTERVAL"] == "3600000ms"  # the chart's milliseconds, read as 1h
     assert "ENABLE_USAGE_REPORTING" not in env
     assert "COLLECTION_INTERVAL" not in env
     assert env["AGENT_COLLECTOR_TOKEN"] == {

@@ -162,7 +162,7 @@ def test_every_setting_reaches_the_agent_environment(helm: Helm) -> None:
     rendered = helm.render("usage-agent", VALUE_SETS["everything"], namespace=NAMESPACE)
 
     env = env_of(_container(rendered))
-    assert env["AGENT_INTERVAL"] == "3600000"
+    assert env["AGENT_INTERVAL"] == "3600000ms"  # the chart's milliseconds, read as 1h
     assert env["AGENT_JITTER"] == "5m"
     assert env["AGENT_MAX_CATCHUP"] == "7d"
     assert env["AGENT_SPOOL_MAX_REPORTS"] == "500"

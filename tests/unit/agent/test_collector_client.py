@@ -175,3 +175,29 @@ async def test_good_periods_are_kept_next_to_bad_ones(httpx_mock):
     accepted = await send()
 
     assert [p.start for p in accepted.periods] == [datetime(2024, 3, 19, 12, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize(
+    ("status", "setting"),
+    [(401, "AGENT_COLLECTOR_TOKEN"), (403, "AGENT_COLLECTOR_TOKEN"), (404, "AGENT_COLLECTOR_URL")],
+)
+async def test_refusals_an_operator_must_fix_name_the_setting(httpx_mock, status, setting):
+    httpx_mock.add_response(url=URL, status_code=status, text="nope")
+
+    with pytest.raises(CollectorRejected) as caught:
+        await send()
+
+    assert setting in str(caught.value)
+    assert URL in str(caught.value)
+
+
+async def test_a_collector_url_ending_in_the_report_path_gets_a_404_hint(httpx_mock):
+    doubled = f"{URL}/api/usage/report"
+    httpx_mock.add_response(url=doubled, status_code=404)
+
+    with pytest.raises(CollectorRejected) as caught:
+        async with httpx.AsyncClient() as client:
+            await CollectorClient(client, URL, clock=ManualClock(NOW)).send(REPORT)
+
+    assert "should be the collector's base, like https://collector:3100" in str(caught.value)
+    assert doubled in str(caught.value)

@@ -168,7 +168,7 @@ async def test_run_once_sends_the_last_complete_window():
 
     with tempfile.TemporaryDirectory() as tmp:
         agent = make_agent(Path(tmp), clock, source, collector)
-        assert await agent.loop.run_once(attempts=3) is True
+        assert (await agent.loop.run_once(attempts=3)).accepted is True
         agent.db.close()
 
     # 11:00:10 is within the offset of 11:00, so 10:45-11:00 is not complete yet.
@@ -182,7 +182,7 @@ async def test_run_once_retries_with_capped_backoff_then_keeps_the_report(tmp_pa
     collector = FakeCollector(clock, down=lambda now: True)
     agent = make_agent(tmp_path, clock, TruthSource(clock), collector, retry=RetryPolicy(1.0, 8.0))
 
-    assert await agent.loop.run_once(attempts=6) is False
+    assert (await agent.loop.run_once(attempts=6)).accepted is False
 
     assert collector.attempts == 6
     caps = [1, 2, 4, 8, 8]
@@ -201,7 +201,7 @@ async def test_a_report_the_collector_finds_invalid_is_kept_aside_not_retried(tm
     collector = Refusing(clock)
     agent = make_agent(tmp_path, clock, TruthSource(clock), collector)
 
-    assert await agent.loop.run_once(attempts=5) is False
+    assert (await agent.loop.run_once(attempts=5)).accepted is False
     assert collector.attempts == 1
     assert agent.spool.depth() == 0
     assert agent.spool.dead_count() == 1
@@ -233,3 +233,35 @@ def test_backoff_stays_within_its_cap(attempt):
     delay = RetryPolicy(initial=1.0, maximum=30.0).delay(attempt, random.Random(attempt))
 
     assert min(30.0, 2 ** (attempt - 1)) / 2 <= delay <= min(30.0, 2 ** (attempt - 1))
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_run_once_gives_up_at_once_when_the_collector_refuses_the_setup(tmp_path, status):
+    clock = ManualClock(START)
+
+    class Refusing(FakeCollector):
+        async def send(self, report):
+            self.attempts += 1
+            raise CollectorRejected(f"HTTP {status}: check AGENT_COLLECTOR_URL", status=status)
+
+    collector = Refusing(clock)
+    agent = make_agent(tmp_path, clock, TruthSource(clock), collector)
+
+    outcome = await agent.loop.run_once(attempts=5)
+
+    assert outcome.accepted is False
+    assert collector.attempts == 1
+    assert clock.slept == []  # no five-minute backoff under --once
+    assert f"HTTP {status}" in outcome.reason
+    assert agent.spool.depth() == 1  # kept for the next run, once the setting is fixed
+
+
+async def test_run_once_reports_nothing_due_as_accepted(tmp_path):
+    clock = ManualClock(START)
+    agent = make_agent(tmp_path, clock, TruthSource(clock), FakeCollector(clock))
+    assert (await agent.loop.run_once(attempts=1)).accepted
+
+    again = await agent.loop.run_once(attempts=1)
+
+    assert again.accepted is True
+    assert "nothing due" in again.reason

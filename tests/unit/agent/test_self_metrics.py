@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.adapters.metrics_server import MetricsServer
+from agent.errors import ConfigurationError
 from agent.services.telemetry import AgentMetrics, Health
 from common.clock import ManualClock
 
@@ -73,3 +76,14 @@ def test_healthz_is_ok_when_reporting_is_disabled():
     clock.advance(10 * INTERVAL)
 
     assert health.check()[0]
+
+
+def test_metrics_port_taken_is_a_configuration_error_naming_agent_metrics_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match="AGENT_METRICS_PORT") as caught:
+            MetricsServer(CollectorRegistry(), lambda: (True, "ok"), host="127.0.0.1", port=port)
+
+    assert f"127.0.0.1:{port}" in str(caught.value)

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from agent.cli.wiring import check_collector_url
 from agent.errors import ConfigurationError
-from agent.settings import AgentSettings, load_settings
+from agent.settings import AgentSettings, load_settings, setting_errors
+from common.windows import format_duration
 
 
 def test_defaults():
@@ -77,7 +78,7 @@ def test_agent_names_win_over_seed_names(monkeypatch):
     [
         ("15s", timedelta(seconds=15)),
         ("1h30m", timedelta(minutes=90)),
-        ("900000", timedelta(minutes=15)),
+        ("900", timedelta(minutes=15)),
     ],
 )
 def test_interval_forms(monkeypatch, raw, expected):
@@ -86,7 +87,7 @@ def test_interval_forms(monkeypatch, raw, expected):
     assert load_settings().interval == expected
 
 
-@pytest.mark.parametrize("raw", ["soon", "0", "-5m"])
+@pytest.mark.parametrize("raw", ["soon", "0", "-5m", "1ms", "0.5"])
 def test_bad_interval_is_refused(monkeypatch, raw):
     monkeypatch.setenv("AGENT_INTERVAL", raw)
 
@@ -163,4 +164,86 @@ def test_an_unknown_crash_point_is_refused(monkeypatch):
     monkeypatch.setenv("AGENT_TEST_CRASH_AT", "somewhere")
 
     with pytest.raises(ValidationError):
+        load_settings()
+
+
+# Every duration setting: (variable, field, bare number and what it means, a value under its
+# minimum, how the default prints in docs/configuration.md).
+DURATIONS = [
+    ("AGENT_INTERVAL", "interval", ("30", timedelta(seconds=30)), "999ms", "1h"),
+    ("COLLECTION_INTERVAL", "interval", ("60000", timedelta(minutes=1)), "999", ""),
+    ("AGENT_QUERY_OFFSET", "query_offset", ("30", timedelta(seconds=30)), "-1", ""),
+    ("AGENT_JITTER", "jitter", ("30", timedelta(seconds=30)), "-1", ""),
+    ("AGENT_MAX_CATCHUP", "max_catchup", ("86400", timedelta(days=1)), "-1", "7d"),
+    ("AGENT_PARTIAL_AFTER", "partial_after", ("30", timedelta(seconds=30)), "-1", "1h"),
+    ("AGENT_LEASE_DURATION", "lease_duration", ("30", timedelta(seconds=30)), "0", "15s"),
+    ("AGENT_LEASE_RENEW", "lease_renew", ("3", timedelta(seconds=3)), "0", "5s"),
+    ("AGENT_SHUTDOWN_GRACE", "shutdown_grace", ("3", timedelta(seconds=3)), "0", "8s"),
+    ("AGENT_SCRAPE_INTERVAL", "scrape_interval", ("30", timedelta(seconds=30)), "0", "15s"),
+    ("AGENT_BASELINE_LOOKBACK", "baseline_lookback", ("30", timedelta(seconds=30)), "0", "1d"),
+    ("AGENT_HTTP_TIMEOUT", "http_timeout", ("30", timedelta(seconds=30)), "0", "10s"),
+    ("AGENT_RETRY_INITIAL", "retry_initial", ("2", timedelta(seconds=2)), "0", "1s"),
+    ("AGENT_RETRY_MAX", "retry_max", ("300", timedelta(minutes=5)), "0", "5m"),
+]
+IDS = [row[0] for row in DURATIONS]
+
+
+def test_every_duration_setting_is_in_the_table():
+    fields = {
+        name
+        for name, field in AgentSettings.model_fields.items()
+        if "duration" in (field.description or "")
+    }
+    assert fields == {"seed_interval"} | {row[1] for row in DURATIONS}
+
+
+@pytest.mark.parametrize(("env", "field", "bare", "under", "default"), DURATIONS, ids=IDS)
+def test_bare_numbers_in_duration_settings_are_seconds_except_the_seeds_interval(
+    monkeypatch, env, field, bare, under, default
+):
+    raw, expected = bare
+    monkeypatch.setenv(env, raw)
+
+    assert getattr(load_settings(), field) == expected
+
+
+@pytest.mark.parametrize(("env", "field", "bare", "under", "default"), DURATIONS, ids=IDS)
+def test_duration_settings_take_units(monkeypatch, env, field, bare, under, default):
+    monkeypatch.setenv(env, "4m")
+
+    assert getattr(load_settings(), field) == timedelta(minutes=4)
+
+
+@pytest.mark.parametrize(("env", "field", "bare", "under", "default"), DURATIONS, ids=IDS)
+def test_duration_settings_under_their_minimum_name_the_setting(
+    monkeypatch, env, field, bare, under, default
+):
+    monkeypatch.setenv(env, under)
+
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+
+    assert any(line.startswith(f"{env}: ") for line in setting_errors(caught.value))
+
+
+@pytest.mark.parametrize(("env", "field", "bare", "under", "default"), DURATIONS, ids=IDS)
+def test_duration_defaults_print_as_durations_the_parser_reads(
+    monkeypatch, env, field, bare, under, default
+):
+    name = "seed_interval" if env == "COLLECTION_INTERVAL" else field
+    value = AgentSettings.model_fields[name].default
+
+    printed = "" if value is None else format_duration(value)
+
+    assert printed == default
+    if value is not None:
+        monkeypatch.setenv(env, printed)
+        assert getattr(load_settings(), field) == value
+
+
+def test_retry_max_shorter_than_retry_initial_names_both(monkeypatch):
+    monkeypatch.setenv("AGENT_RETRY_INITIAL", "10s")
+    monkeypatch.setenv("AGENT_RETRY_MAX", "5s")
+
+    with pytest.raises(ValidationError, match=r"AGENT_RETRY_MAX .* AGENT_RETRY_INITIAL"):
         load_settings()

@@ -77,9 +77,12 @@ async def run_once(world: World, tmp_path, **overrides):
 async def test_a_failing_source_defers_the_window_and_counts_the_error(tmp_path, answer):
     world = World(answer)
 
-    accepted, registry = await run_once(world, tmp_path)
+    outcome, registry = await run_once(world, tmp_path)
 
-    assert accepted
+    assert outcome.accepted is False  # run --once exits 1: nothing was sent
+    assert "devices could not be measured" in outcome.reason
+    assert "device_api" in outcome.reason  # the source's own error, to fix it
+    assert "AGENT_PARTIAL_AFTER" in outcome.reason
     assert world.reports == []  # retried next cycle, not sent as zero
     assert registry.get_sample_value("usage_agent_source_errors_total", {"source": "device_api"})
     assert registry.get_sample_value("usage_agent_windows_deferred_total") == 1

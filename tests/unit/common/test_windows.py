@@ -25,29 +25,54 @@ intervals = st.sampled_from([timedelta(seconds=s) for s in (5, 60, 300, 900, 180
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("3600000", timedelta(hours=1)),
+        ("3600", timedelta(hours=1)),
         ("1h", timedelta(hours=1)),
         ("30m", timedelta(minutes=30)),
         ("1h30m", timedelta(minutes=90)),
         ("90s", timedelta(seconds=90)),
         ("250ms", timedelta(milliseconds=250)),
         ("1d", timedelta(days=1)),
-        (1800000, timedelta(minutes=30)),
+        ("1.5", timedelta(milliseconds=1500)),
+        (1800, timedelta(minutes=30)),
     ],
 )
-def test_parse_duration_accepts_milliseconds_and_units(text: str, expected: timedelta) -> None:
+def test_parse_duration_reads_bare_numbers_as_seconds_and_units(text, expected) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["abc", "", "1x", "h1", "-5m", "1h abc"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3600000", timedelta(hours=1)), (1800000, timedelta(minutes=30)), ("1h", timedelta(hours=1))],
+)
+def test_parse_duration_reads_the_seeds_bare_milliseconds_when_asked(text, expected) -> None:
+    assert parse_duration(text, bare_unit="ms") == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "", "1x", "h1", "-5m", "1h abc", "1:00:00"])
 def test_parse_duration_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
 
 
-@given(st.integers(1, 10**7))
-def test_format_duration_round_trips(seconds: int) -> None:
-    assert parse_duration(format_duration(timedelta(seconds=seconds))) == timedelta(seconds=seconds)
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(hours=1), "1h"),
+        (timedelta(seconds=30), "30s"),
+        (timedelta(days=7), "7d"),
+        (timedelta(minutes=90), "1h30m"),
+        (timedelta(milliseconds=250), "250ms"),
+        (timedelta(0), "0s"),
+    ],
+)
+def test_format_duration_prints_what_settings_accept(value: timedelta, text: str) -> None:
+    assert format_duration(value) == text
+
+
+@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)))
+def test_format_duration_round_trips(value: timedelta) -> None:
+    assert parse_duration(format_duration(value)) == value
+    assert parse_duration(format_duration(value), bare_unit="ms") == value
 
 
 @given(moments, intervals)
