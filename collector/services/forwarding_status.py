@@ -11,7 +11,6 @@ import structlog
 from collector.adapters.db.corrections import Ageing, CorrectionStore, Rebilled
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, RefusedAsTooOld
-from collector.adapters.db.outbox_records import LinkView, PeriodRef
 from collector.adapters.db.tables import BatchRow
 from collector.errors import Conflict, NotFound
 from collector.services.ageing import AgeingWatch
@@ -100,21 +99,7 @@ class ForwardingStatusService:
                 )
                 continue
             periods = await self._links.periods(customer_id, link)
-            view = LinkView(
-                customer_id,
-                link.stripe_customer_id,
-                link.subscription_id,
-                link.subscription_status,
-                link.generation,
-                link.checked_at,
-            )
-            refs = [
-                PeriodRef(
-                    pid, customer_id, link.stripe_customer_id, link.subscription_id or "", s, e
-                )
-                for pid, s, e in periods
-            ]
-            if resolve(event_time(oldest), view, refs) is not None:
+            if resolve(event_time(oldest), link, periods) is not None:
                 continue
             if link.subscription_id is None:
                 reason = (
@@ -122,7 +107,7 @@ class ForwardingStatusService:
                     "forwarder reads it every COLLECTOR_STRIPE_PERIOD_REFRESH seconds"
                 )
             else:
-                last_end = max((e for _, _, e in periods), default=None)
+                last_end = max((p.end for p in periods), default=None)
                 reason = (
                     f"no billing period known after {last_end.isoformat() if last_end else '-'}; "
                     "waiting for the renewal webhook or the forwarder's own read"

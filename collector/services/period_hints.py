@@ -32,7 +32,7 @@ class PeriodHints:
             return cached[1]
         periods = await self._links.periods(customer_id)
         horizon: datetime = self._clock.now() - HORIZON
-        bounds = [PeriodBounds(start=s, end=e) for _, s, e in periods if e > horizon]
+        bounds = [PeriodBounds(start=p.start, end=p.end) for p in periods if p.end > horizon]
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[customer_id] = (now, bounds)

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from collector.adapters.db.links import Link, LinkChange
-from collector.adapters.db.outbox_records import LinkView, PeriodRef
+from collector.adapters.db.outbox_records import PeriodRef
 from common.windows import calendar_month
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
 
 
-def resolve(moment: datetime, link: LinkView, periods: Sequence[PeriodRef]) -> PeriodRef | None:
+def resolve(moment: datetime, link: Link, periods: Sequence[PeriodRef]) -> PeriodRef | None:
     """The period of ``link`` that bills ``moment``; None while it is not known."""
     if link.subscription_id:
         if not periods:

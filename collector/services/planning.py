@@ -16,7 +16,7 @@ import structlog
 from collector.adapters.db.outbox_records import (
     Choice,
     Formation,
-    LinkView,
+    Link,
     MeterState,
     NewBatch,
     PendingForward,
@@ -78,9 +78,7 @@ class BatchPlanner:
         """When a forward's usage bills: its window's last second; a rebill bills now."""
         return now if forward.kind == "rebill" else event_time(forward.window_end)
 
-    def choose(
-        self, members: list[PendingForward], link: LinkView, periods: list[PeriodRef]
-    ) -> Choice:
+    def choose(self, members: list[PendingForward], link: Link, periods: list[PeriodRef]) -> Choice:
         now = self._clock.now()
         period = resolve(self.moment(members[0], now), link, periods)
         if period is None:

@@ -16,6 +16,7 @@ from collector.adapters.stripe.client import LEGACY_API_VERSION, translate
 from collector.adapters.stripe.subscriptions import as_dict
 from collector.errors import CustomerNotLinked, StripeNotConfigured
 from collector.services.combination import combine
+from collector.services.periods import resolve
 from collector.services.planning import as_window
 from collector.services.usage import UsageService
 from collector.settings import StripeMode
@@ -149,15 +150,13 @@ class ReconcileService:
     async def _period(
         self, customer_id: str, link: Link, moment: datetime
     ) -> tuple[int | None, Window]:
+        """The period billing ``moment`` (the latest known one past the last); a calendar
+        month when none is stored yet."""
         periods = await self._links.periods(customer_id, link)
-        containing = [(pid, s, e) for pid, s, e in periods if s <= moment < e]
-        if containing:
-            pid, start, end = max(containing, key=lambda p: (p[1], p[2]))
-            return pid, Window(start, end)
-        if link.subscription_id and periods:
-            pid, start, end = periods[-1]
-            return pid, Window(start, end)
-        return None, calendar_month(moment)
+        period = resolve(moment, link, periods) or (periods[-1] if periods else None)
+        if period is None:
+            return None, calendar_month(moment)
+        return period.id, Window(period.start, period.end)
 
     async def _meter_total(
         self,

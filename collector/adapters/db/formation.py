@@ -21,13 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from collector.adapters.db.outbox_records import (
     Choice,
     Formation,
-    LinkView,
+    Link,
     MeterState,
     NewBatch,
     PendingForward,
     PeriodRef,
     Planner,
     empty_state,
+    link_of,
     state_from_row,
 )
 from collector.adapters.db.tables import (
@@ -61,17 +62,6 @@ def pending_of(row: Any) -> PendingForward:
     )
 
 
-def link_view(row: Any) -> LinkView:
-    return LinkView(
-        row.customer_id,
-        row.stripe_customer_id,
-        row.subscription_id,
-        row.subscription_status,
-        row.generation,
-        row.subscription_checked_at,
-    )
-
-
 def period_ref(row: Any) -> PeriodRef:
     return PeriodRef(
         row.id,
@@ -91,7 +81,7 @@ async def lock_formation(conn: AsyncConnection) -> bool:
 
 
 async def current_periods(
-    conn: AsyncConnection, links: dict[str, LinkView]
+    conn: AsyncConnection, links: dict[str, Link]
 ) -> dict[str, list[PeriodRef]]:
     """Each customer's periods under its current Stripe customer and subscription."""
     found: dict[str, list[PeriodRef]] = {c: [] for c in links}
@@ -104,7 +94,7 @@ async def current_periods(
     )
     for row in rows.all():
         link = links[row.customer_id]
-        wanted = link.subscription_id or ""
+        wanted = link.billing_key
         if row.stripe_customer_id == link.stripe_customer_id and row.subscription_id == wanted:
             found[row.customer_id].append(period_ref(row))
     return found
@@ -251,7 +241,7 @@ async def form(
             members.append(pending_of(r))
     customers = sorted({c for c, _ in free})
     links = {
-        r.customer_id: link_view(r)
+        r.customer_id: link_of(r)
         for r in (await conn.execute(select(LINKS).where(LINKS.c.customer_id.in_(customers)))).all()
     }
     periods = await current_periods(conn, links)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.corrections import audit, carry_and_dissolve
+from collector.adapters.db.formation import period_ref
+from collector.adapters.db.outbox_records import Link, PeriodRef, link_of
 from collector.adapters.db.tables import (
     EVENTS,
     ITEMS,
@@ -19,17 +20,15 @@ from collector.adapters.db.tables import (
     PERIODS,
 )
 
-
-@dataclass(frozen=True)
-class Link:
-    customer_id: str
-    stripe_customer_id: str
-    subscription_id: str | None
-    subscription_status: str | None
-    subscription_created: datetime | None = None
-    checked_at: datetime | None = None
-    event_at: datetime | None = None
-    generation: int = 0
+__all__ = [
+    "Decide",
+    "Item",
+    "Link",
+    "LinkChange",
+    "LinkOutcome",
+    "LinkStore",
+    "SubscriptionFacts",
+]
 
 
 @dataclass(frozen=True)
@@ -79,26 +78,6 @@ class LinkOutcome:
 Decide = Callable[[Link | None, LinkChange], bool]
 
 
-def _link_of(row: Any) -> Link:
-    return Link(
-        row.customer_id,
-        row.stripe_customer_id,
-        row.subscription_id,
-        row.subscription_status,
-        row.subscription_created,
-        row.subscription_checked_at,
-        row.event_at,
-        row.generation,
-    )
-
-
-def _key(subscription_id: str | None, status: str | None) -> str | None:
-    """What bills a customer: a subscription, calendar months ('' ), or unknown (None)."""
-    if subscription_id:
-        return subscription_id
-    return "" if status == "none" else None
-
-
 def _insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -123,7 +102,7 @@ async def _upsert(
 
 async def _current_period_id(conn: AsyncConnection, link: Link, now: datetime) -> int | None:
     """The link's period containing ``now``; None when it is not known (nothing billed in it)."""
-    key = _key(link.subscription_id, link.subscription_status)
+    key = link.billing_key
     if key is None:
         return None
     row = (
@@ -181,7 +160,7 @@ class LinkStore:
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
             row = (await conn.execute(query)).first()
-            current = _link_of(row) if row is not None else None
+            current = link_of(row) if row is not None else None
             facts = change.facts
             if facts is not None and facts.subscription_id:
                 for start, end in facts.periods:
@@ -215,10 +194,8 @@ class LinkStore:
                 status = facts.status or (None if facts.subscription_id else "none")
                 created = facts.created
                 checked = now
-            old_key = (
-                _key(current.subscription_id, current.subscription_status) if current else None
-            )
-            new_key = _key(subscription_id, status)
+            old_key = current.billing_key if current else None
+            new_key = Link(change.customer_id, "", subscription_id, status).billing_key
             relinked = current is not None and (
                 not same_customer
                 or (old_key is not None and new_key is not None and old_key != new_key)
@@ -314,12 +291,12 @@ class LinkStore:
             row = (
                 await conn.execute(select(LINKS).where(LINKS.c.customer_id == customer_id))
             ).first()
-        return _link_of(row) if row is not None else None
+        return link_of(row) if row is not None else None
 
     async def all(self) -> list[Link]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(LINKS).order_by(LINKS.c.customer_id))).all()
-        return [_link_of(r) for r in rows]
+        return [link_of(r) for r in rows]
 
     async def by_stripe_customer(self, stripe_customer_id: str) -> Link | None:
         async with self._engine.connect() as conn:
@@ -328,7 +305,7 @@ class LinkStore:
                     select(LINKS).where(LINKS.c.stripe_customer_id == stripe_customer_id)
                 )
             ).first()
-        return _link_of(row) if row is not None else None
+        return link_of(row) if row is not None else None
 
     async def item(self, customer_id: str, lookup_key: str) -> Item | None:
         async with self._engine.connect() as conn:
@@ -355,15 +332,10 @@ class LinkStore:
             for r in rows
         ]
 
-    async def periods(
-        self, customer_id: str, link: Link | None = None
-    ) -> list[tuple[int, datetime, datetime]]:
-        """(id, start, end) of the periods of the customer's current subscription, oldest first."""
+    async def periods(self, customer_id: str, link: Link | None = None) -> list[PeriodRef]:
+        """The periods of the customer's current subscription (or calendar months), oldest first."""
         link = link or await self.get(customer_id)
-        if link is None:
-            return []
-        wanted = _key(link.subscription_id, link.subscription_status)
-        if wanted is None:
+        if link is None or link.billing_key is None:
             return []
         async with self._engine.connect() as conn:
             rows = (
@@ -372,12 +344,12 @@ class LinkStore:
                     .where(
                         PERIODS.c.customer_id == customer_id,
                         PERIODS.c.stripe_customer_id == link.stripe_customer_id,
-                        PERIODS.c.subscription_id == wanted,
+                        PERIODS.c.subscription_id == link.billing_key,
                     )
                     .order_by(PERIODS.c.period_start, PERIODS.c.id)
                 )
             ).all()
-        return [(r.id, r.period_start, r.period_end) for r in rows]
+        return [period_ref(r) for r in rows]
 
     async def seen(self, event_id: str) -> bool:
         async with self._engine.connect() as conn:

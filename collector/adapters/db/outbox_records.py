@@ -36,15 +36,38 @@ class PeriodRef:
 
 
 @dataclass(frozen=True)
-class LinkView:
-    """A customer's current link to Stripe, as formation sees it."""
+class Link:
+    """A customer's current link to Stripe."""
 
     customer_id: str
     stripe_customer_id: str
     subscription_id: str | None
     subscription_status: str | None
-    generation: int
-    checked_at: datetime | None
+    subscription_created: datetime | None = None
+    checked_at: datetime | None = None
+    event_at: datetime | None = None
+    generation: int = 0
+
+    @property
+    def billing_key(self) -> str | None:
+        """What bills the customer: a subscription, calendar months (''), or unknown (None)."""
+        if self.subscription_id:
+            return self.subscription_id
+        return "" if self.subscription_status == "none" else None
+
+
+def link_of(row: Any) -> Link:
+    """A ``stripe_customers`` row as a link."""
+    return Link(
+        row.customer_id,
+        row.stripe_customer_id,
+        row.subscription_id,
+        row.subscription_status,
+        row.subscription_created,
+        row.subscription_checked_at,
+        row.event_at,
+        row.generation,
+    )
 
 
 @dataclass(frozen=True)
@@ -104,7 +127,7 @@ class Planner(Protocol):
     """The forwarder's decisions, called by formation inside its transaction."""
 
     def choose(
-        self, members: list[PendingForward], link: LinkView, periods: list[PeriodRef]
+        self, members: list[PendingForward], link: Link, periods: list[PeriodRef]
     ) -> Choice: ...
 
     def plan(

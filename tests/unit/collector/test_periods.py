@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.adapters.db.links import Link, LinkChange, SubscriptionFacts
-from collector.adapters.db.outbox_records import LinkView, PeriodRef
+from collector.adapters.db.outbox_records import PeriodRef
 from collector.services.periods import becomes_current, resolve
 
 NOON = datetime(2026, 4, 1, 12, tzinfo=UTC)
 
 
-def link(subscription: str | None = "sub_1", status: str | None = "active") -> LinkView:
-    return LinkView("c", "cus_1", subscription, status, 0, None)
+def link(subscription: str | None = "sub_1", status: str | None = "active") -> Link:
+    return Link("c", "cus_1", subscription, status)
 
 
 def period(pid: int, start: datetime, days: int = 30, sub: str = "sub_1") -> PeriodRef:
