@@ -161,8 +161,7 @@ class AgentLoop:
             return OnceResult(
                 False,
                 f"window {caught.deferred} not collected, {', '.join(caught.missing)} could not "
-                f"be measured ({errors}); it is retried, and sent partial once older than "
-                "AGENT_PARTIAL_AFTER",
+                f"be measured ({errors}); {caught.retry_rule}",
             )
         if caught.collected == 0:
             return OnceResult(True, "nothing due: every complete window is already reported")

@@ -150,8 +150,9 @@ class AgentSettings(BaseSettings):
     partial_after: Duration = Field(
         default=timedelta(hours=1),
         description=(
-            "How long after its end a window whose sources keep failing is retried before it is "
-            "sent partial (duration)."
+            "How long after its end a window whose device API or /metrics scrape keeps failing "
+            "is retried before it is sent partial (duration); a window whose Prometheus "
+            "queries fail waits for Prometheus, up to AGENT_MAX_CATCHUP."
         ),
     )
     spool_max_reports: int = Field(
@@ -209,7 +210,10 @@ class AgentSettings(BaseSettings):
     )
     scrape_interval: Duration = Field(
         default=timedelta(seconds=15),
-        description="Prometheus scrape interval, the step of the storage peak query (duration).",
+        description=(
+            "Prometheus scrape interval (duration): the samples a window is expected to hold, "
+            "and the grid step of a storage expression that cannot be read sample by sample."
+        ),
     )
     baseline_lookback: Duration = Field(
         default=timedelta(days=1),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +13,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.catalogue import MetricCatalogue, parse_definitions
 from common.windows import parse_duration
 
-# A bare number stays milliseconds here, as it always was for the collector's durations.
-Duration = Annotated[timedelta, BeforeValidator(partial(parse_duration, bare_unit="ms"))]
+# A bare number is seconds, in both components; only the agent's seed COLLECTION_INTERVAL is ms.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _as_seconds(value: object) -> object:
+    if isinstance(value, str | int | float | timedelta) and not isinstance(value, bool):
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError:
+            return value
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_as_seconds)]
+"""A duration held as float seconds: ``30s``, ``5m``, ``1h`` or a bare number of seconds."""
 
 
 class StripeMode(enum.StrEnum):
@@ -79,21 +91,26 @@ class CollectorSettings(BaseSettings):
     stripe_coalesce: bool = Field(
         default=True, description="Fold waiting forwards of one customer and metric into one call."
     )
-    stripe_timeout: float = Field(default=30.0, gt=0, description="Per-call timeout (seconds).")
-    stripe_backoff_cap: float = Field(
-        default=300.0, gt=0, description="Longest wait between retries of one batch (seconds)."
+    stripe_timeout: Seconds = Field(
+        default=30.0, gt=0, description="Per-call timeout (duration; bare number: seconds)."
     )
-    stripe_lease: float = Field(
+    stripe_backoff_cap: Seconds = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait between retries of one batch (duration; bare number: seconds).",
+    )
+    stripe_lease: Seconds = Field(
         default=60.0,
         gt=0,
         description="How long a worker owns a claimed batch before another may resend it "
-        "(seconds); must exceed COLLECTOR_STRIPE_TIMEOUT.",
+        "(duration; bare number: seconds); must exceed COLLECTOR_STRIPE_TIMEOUT.",
     )
-    stripe_period_refresh: float = Field(
+    stripe_period_refresh: Seconds = Field(
         default=300.0,
         gt=0,
         description="How long usage of a linked customer may wait for an unknown billing period "
-        "before the forwarder reads the subscription from Stripe itself (seconds).",
+        "before the forwarder reads the subscription from Stripe itself "
+        "(duration; bare number: seconds).",
     )
     stripe_age_warning_days: float = Field(
         default=7.0,
@@ -105,24 +122,28 @@ class CollectorSettings(BaseSettings):
     forwarder_enabled: bool = Field(
         default=True, description="Run the outbox worker inside `serve` (off: forwards wait)."
     )
-    forwarder_idle_sleep: float = Field(
-        default=1.0, gt=0, description="Pause when there is nothing to forward (seconds)."
+    forwarder_idle_sleep: Seconds = Field(
+        default=1.0,
+        gt=0,
+        description="Pause when there is nothing to forward (duration; bare number: seconds).",
     )
     auth_disabled: bool = Field(
         default=False,
         description="Serve every endpoint without credentials (boolean; local demos only: "
         "logged as a warning at every start).",
     )
-    auth_cache_ttl: float = Field(
+    auth_cache_ttl: Seconds = Field(
         default=10.0,
         ge=0,
-        description="How long a checked credential is remembered (seconds); a revocation made "
+        description="How long a checked credential is remembered "
+        "(duration; bare number: seconds); a revocation made "
         "by another process takes effect within this time, one made through the API at once.",
     )
-    auth_last_used_interval: float = Field(
+    auth_last_used_interval: Seconds = Field(
         default=60.0,
         ge=0,
-        description="Least time between two writes of one credential's last_used_at (seconds).",
+        description="Least time between two writes of one credential's last_used_at "
+        "(duration; bare number: seconds).",
     )
     rate_limit_rps: float = Field(
         default=20.0, gt=0, description="Sustained requests per credential (requests/s)."
@@ -130,16 +151,17 @@ class CollectorSettings(BaseSettings):
     rate_limit_burst: int = Field(
         default=40, ge=1, description="Requests one credential may send at once (requests)."
     )
-    body_read_timeout: float = Field(
+    body_read_timeout: Seconds = Field(
         default=30.0,
         gt=0,
-        description="Longest time a client may take to send its request body (seconds).",
+        description="Longest time a client may take to send its request body "
+        "(duration; bare number: seconds).",
     )
-    header_read_timeout: float = Field(
+    header_read_timeout: Seconds = Field(
         default=10.0,
         gt=0,
         description="Longest time a new connection may take to send its request headers "
-        "(seconds); a slower one is closed.",
+        "(duration; bare number: seconds); a slower one is closed.",
     )
 
     @model_validator(mode="after")
@@ -150,6 +172,13 @@ class CollectorSettings(BaseSettings):
                 "call's batch could be resent while the call is still running"
             )
         return self
+
+    @field_validator("legacy_window")
+    @classmethod
+    def _positive_window(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("COLLECTOR_LEGACY_WINDOW must be a positive duration, e.g. 1h")
+        return value
 
     @field_validator("extra_metrics")
     @classmethod

@@ -28,6 +28,16 @@ class CollectorMetrics:
             ["metric"],
             registry=registry,
         )
+        self.incomplete_reports = Counter(
+            "usage_collector_incomplete_reports_total",
+            "New reports not measured in full, by reason: missing (a source failed, the report "
+            "is partial) or unmeasured (a source answered without a sample in the window). A "
+            "report with both counts under each.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("missing", "unmeasured"):
+            self.incomplete_reports.labels(reason)  # exported as 0 before the first one
         self.http_errors = Counter(
             "usage_collector_http_errors_total",
             "Requests answered with an error, by HTTP status and error code.",

@@ -29,6 +29,7 @@ MAX_METRIC_VALUE = 1e12
 MAX_SIGNIFICANT_DIGITS = 15
 MAX_METRICS_PER_REPORT = 64
 MAX_DEVICES = 10**9
+MAX_COVERAGE_COUNT = 10**12
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -121,6 +122,23 @@ def derive_report_id(
     return uuid.uuid5(REPORT_ID_NAMESPACE, "\x1f".join(parts))
 
 
+class MetricCoverage(BaseModel):
+    """How completely one metric was measured in a window.
+
+    ``samples`` raw samples were read inside the window, where the scrape interval implies
+    ``expected`` for the series seen. ``method`` says how the value was computed: ``raw``
+    (every sample), ``grid`` (an expression evaluated at scrape-interval steps, which can miss a
+    sample between them), ``scrape`` (a direct /metrics read) or ``api`` (the device API).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    samples: int = Field(ge=0, le=MAX_COVERAGE_COUNT)
+    expected: int = Field(ge=0, le=MAX_COVERAGE_COUNT)
+    series: int = Field(default=0, ge=0, le=MAX_COVERAGE_COUNT)
+    method: Literal["raw", "grid", "scrape", "api"] = "raw"
+
+
 class UsageReport(BaseModel):
     """One window of usage from one customer instance (schema version 1)."""
 
@@ -137,6 +155,14 @@ class UsageReport(BaseModel):
     total_devices: int | None = Field(default=None, ge=0, le=MAX_DEVICES)
     partial: bool = False
     missing: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
+    unmeasured: list[str] = Field(default_factory=list, max_length=MAX_METRICS_PER_REPORT)
+    """Metrics whose source answered but held no sample in the window: not a measured 0.
+
+    Their usage, if any, is counted by the next window with samples. A compacted report lists
+    a metric here when any of its parts did, even if another part measured it."""
+    coverage: dict[str, MetricCoverage] = Field(
+        default_factory=dict, max_length=MAX_METRICS_PER_REPORT
+    )
     agent_version: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
@@ -151,6 +177,11 @@ class UsageReport(BaseModel):
         if self.report_id is None:
             object.__setattr__(self, "report_id", self.expected_report_id)
         return self
+
+    @property
+    def complete(self) -> bool:
+        """Every configured metric was measured: no source failed, none had a gap of samples."""
+        return not self.partial and not self.unmeasured
 
     @property
     def expected_report_id(self) -> uuid.UUID:

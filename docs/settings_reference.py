@@ -45,6 +45,10 @@ def default_of(field: object) -> str:
         return "(secret)"
     if isinstance(value, timedelta):
         return format_duration(value)
+    if isinstance(value, float) and "bare number: seconds" in str(
+        getattr(field, "description", "")
+    ):
+        return format_duration(timedelta(seconds=value))
     return str(getattr(value, "value", value))
 
 

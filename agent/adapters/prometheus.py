@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -48,6 +49,45 @@ class CounterWindow:
     @property
     def series_count(self) -> int:
         return len(self.baselines.keys() | self.samples.keys())
+
+
+# A range this short that still holds more samples than the cap is not split further.
+MIN_SPLIT_MS = 1000
+
+
+@dataclass(frozen=True)
+class GaugeSamples:
+    """Every raw sample of each series a selector matched in ``(start - lookback, end]``.
+
+    Gauge peaks are read like counters, sample by sample, and summed by ``services.peaks``: a
+    grid of steps (``PrometheusSource.peak``) can step over a short-lived sample. Series are
+    keyed by all their labels, ``__name__`` included; samples are ``(epoch milliseconds,
+    value)``, oldest first. The window's ends are in the same whole milliseconds, and
+    ``scrape_interval_ms`` is the configured scrape interval.
+    """
+
+    window_start_ms: int
+    window_end_ms: int
+    scrape_interval_ms: int
+    series: dict[SeriesKey, list[tuple[int, Decimal]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridPeak:
+    """The maximum of a one-series expression evaluated at scrape-interval steps in a window.
+
+    ``value`` is ``None`` when no step had a value; ``points`` steps had one, of ``expected``.
+    """
+
+    value: Decimal | None
+    points: int
+    expected: int
+    series: int
+
+
+def labels_key(labels: dict[str, Any]) -> SeriesKey:
+    """Every label, ``__name__`` included: gauges of different names stay apart."""
+    return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
 
 
 def _seconds(value: timedelta) -> int:
@@ -124,36 +164,20 @@ class PrometheusSource:
         self, selector: str, window: Window, since: datetime | None
     ) -> CounterWindow:
         start_ms, end_ms = _epoch_millis(window.start), _epoch_millis(window.end)
-        span = _seconds(timedelta(milliseconds=end_ms - start_ms))
         lookback = self._lookback
         if since is not None and since < window.start:
             lookback = max(lookback, window.start - since)
-        raw_samples = self._query(f"{selector}[{span}s]", end_ms / 1000)
+        inside: dict[SeriesKey, list[tuple[int, Decimal]]] = {}
+        self._read_range(selector, start_ms, end_ms, inside, keyed=series_key)
         raw_baselines = self._query(
             f"last_over_time({selector}[{_seconds(lookback)}s])", start_ms / 1000
         )
         result = CounterWindow()
-        total = 0
-        seen: set[SeriesKey] = set()
+        for key, samples in inside.items():
+            if samples:
+                result.samples[key] = [value for _, value in samples]
+                result.last_seen[key] = EPOCH + timedelta(milliseconds=samples[-1][0])
         try:
-            for series in raw_samples:
-                key = series_key(series["metric"])
-                if key in seen:
-                    raise SourceError(SOURCE, f"{selector!r} matches two series labelled {key}")
-                seen.add(key)
-                values = series["values"]
-                total += len(values)
-                if total > self._max_samples:
-                    raise ResultTooLargeError(
-                        SOURCE,
-                        f"{selector!r} returned more than {self._max_samples} samples "
-                        "(AGENT_QUERY_MAX_SAMPLES)",
-                    )
-                inside = [(t, _number(v)) for t, v in values if start_ms < _millis(t) <= end_ms]
-                if inside:
-                    result.samples[key] = [v for _, v in inside]
-                    last_ms = _millis(inside[-1][0])
-                    result.last_seen[key] = EPOCH + timedelta(milliseconds=last_ms)
             for series in raw_baselines:
                 result.baselines[series_key(series["metric"])] = _number(series["value"][1])
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -162,19 +186,94 @@ class PrometheusSource:
             raise NoDataError(SOURCE, f"no series match {selector!r}")
         return result
 
-    def _peak(self, expression: str, window: Window) -> Decimal:
-        query = f"max_over_time(({expression})[{_seconds(window.length)}s:{_seconds(self._step)}s])"
-        result = self._query(query, window.end.timestamp())
+    def _read_range(
+        self,
+        selector: str,
+        after_ms: int,
+        until_ms: int,
+        into: dict[SeriesKey, list[tuple[int, Decimal]]],
+        *,
+        keyed: Callable[[dict[str, Any]], SeriesKey],
+    ) -> None:
+        """Add the raw samples in ``(after, until]`` to ``into``, keyed by ``keyed(labels)``.
+
+        A range holding more samples than the cap is split in halves by time and each half read
+        again, so a long window or a busy selector is read in parts instead of dropped.
+        """
+        result = self._query(f"{selector}[{until_ms - after_ms}ms]", until_ms / 1000)
+        try:
+            total = sum(len(series["values"]) for series in result)
+            if total > self._max_samples:
+                if until_ms - after_ms < 2 * MIN_SPLIT_MS:
+                    raise ResultTooLargeError(
+                        SOURCE,
+                        f"{selector!r} returned {total} samples in {until_ms - after_ms} ms, more "
+                        f"than the cap of {self._max_samples} (AGENT_QUERY_MAX_SAMPLES)",
+                    )
+                middle = after_ms + (until_ms - after_ms) // 2
+                self._read_range(selector, after_ms, middle, into, keyed=keyed)
+                self._read_range(selector, middle, until_ms, into, keyed=keyed)
+                return
+            seen: set[SeriesKey] = set()
+            for series in result:
+                key = keyed(series["metric"])
+                if key in seen:
+                    raise SourceError(SOURCE, f"{selector!r} matches two series labelled {key}")
+                seen.add(key)
+                samples = into.setdefault(key, [])
+                for timestamp, value in series["values"]:
+                    at = _millis(timestamp)
+                    if after_ms < at <= until_ms:
+                        samples.append((at, _number(value)))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise SourceError(SOURCE, f"unexpected series shape for {selector!r}: {exc}") from exc
+        if len(into) > self._max_series:
+            raise ResultTooLargeError(
+                SOURCE,
+                f"{selector!r} matched {len(into)} series, more than the cap of "
+                f"{self._max_series} (AGENT_QUERY_MAX_SERIES); narrow the selector",
+            )
+
+    def _gauge_samples(self, selector: str, window: Window, lookback: timedelta) -> GaugeSamples:
+        start_ms, end_ms = _epoch_millis(window.start), _epoch_millis(window.end)
+        lookback_ms = max(0, lookback // timedelta(milliseconds=1))
+        series: dict[SeriesKey, list[Any]] = {}
+        self._read_range(selector, start_ms - lookback_ms, end_ms, series, keyed=labels_key)
+        return GaugeSamples(
+            window_start_ms=start_ms,
+            window_end_ms=end_ms,
+            scrape_interval_ms=max(1, self._step // timedelta(milliseconds=1)),
+            series={key: samples for key, samples in series.items() if samples},
+        )
+
+    def _peak(self, expression: str, window: Window) -> GridPeak:
+        start_ms, end_ms = _epoch_millis(window.start), _epoch_millis(window.end)
+        step = _seconds(self._step)
+        # The subquery's points themselves, not max_over_time: the maximum and how many steps
+        # had a value come from one query. One millisecond short, so a step at the window's start
+        # (the previous window's) is left out by Prometheus 2.x as by 3.x.
+        query = f"({expression})[{max(1, end_ms - start_ms - 1)}ms:{step}s]"
+        result = self._query(query, end_ms / 1000)
+        expected = (end_ms - start_ms) // (step * 1000)
         if not result:
-            raise NoDataError(SOURCE, f"no data for {expression!r} in {window}")
+            return GridPeak(value=None, points=0, expected=expected, series=0)
         if len(result) > 1:
             raise SourceError(
                 SOURCE, f"{expression!r} returned {len(result)} series; wrap it in sum(...)"
             )
         try:
-            return _number(result[0]["value"][1])
-        except (KeyError, IndexError, TypeError) as exc:
+            values = [_number(value) for _, value in result[0]["values"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise SourceError(SOURCE, f"unexpected result shape for {expression!r}") from exc
+        if len(values) > self._max_samples:
+            raise ResultTooLargeError(
+                SOURCE,
+                f"{expression!r} returned more than {self._max_samples} points "
+                "(AGENT_QUERY_MAX_SAMPLES)",
+            )
+        return GridPeak(
+            value=max(values, default=None), points=len(values), expected=expected, series=1
+        )
 
     async def counter_window(
         self, selector: str, window: Window, *, since: datetime | None = None
@@ -186,6 +285,16 @@ class PrometheusSource:
         """
         return await asyncio.to_thread(self._counter_window, selector, window, since)
 
-    async def peak(self, expression: str, window: Window) -> Decimal:
+    async def gauge_samples(
+        self, selector: str, window: Window, lookback: timedelta
+    ) -> GaugeSamples:
+        """Every raw sample of each matched series in ``(start - lookback, end]``.
+
+        One range query evaluated at the window's end; when it returns more samples than the
+        cap, the range is read in halves instead, and each series' samples are joined in order.
+        """
+        return await asyncio.to_thread(self._gauge_samples, selector, window, lookback)
+
+    async def peak(self, expression: str, window: Window) -> GridPeak:
         """The highest value of a one-series expression in the window, sampled every scrape."""
         return await asyncio.to_thread(self._peak, expression, window)

@@ -160,7 +160,13 @@ def build_providers(
         )
         stack.callback(prometheus.close)
         providers.extend(
-            PrometheusCounter(m, prometheus, q, SqliteCounterMemoryStore(db, m))
+            PrometheusCounter(
+                m,
+                prometheus,
+                q,
+                SqliteCounterMemoryStore(db, m),
+                scrape_interval=settings.scrape_interval,
+            )
             for m, q in counters.items()
         )
         if settings.storage_bytes_query.strip():

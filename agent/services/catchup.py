@@ -6,10 +6,15 @@ passed), oldest first, each with queries evaluated at that window's end, so a re
 outage neither skips nor repeats a window. A window's report, the counter baselines it used and
 the new watermark are committed in one transaction.
 
-A window whose sources failed is not spooled while it is younger than ``partial_after``: the
-catch-up stops there and the next cycle tries it again. Once older, it is spooled partial (the
-failed metrics listed in ``missing``, never zero) so the windows after it are not held back.
-Windows older than ``max_catchup`` are not collected: the agent logs and counts them.
+A window whose sources failed is deferred: the catch-up stops there and the next cycle tries it
+again. How long depends on the source. Prometheus keeps history, so a window whose Prometheus
+metrics failed waits until it is about to fall out of ``max_catchup`` (one interval before), and
+is then measured exactly from its own baselines once Prometheus answers. Nothing is closed with
+usage missing while Prometheus can still give it. A window whose only failures are sources with
+no history (the device API, a direct /metrics scrape) waits ``partial_after`` and is then spooled
+partial (the failed metrics listed in ``missing``, never zero) so the windows after it are not
+held back; a scraped counter's increase then rolls into the next window. Windows older than
+``max_catchup`` are not collected: the agent logs and counts them.
 
 A window with a known billing-period boundary strictly inside it is collected as one piece per
 period (``services.boundaries``). A piece that ends at a boundary is due once the boundary plus
@@ -50,6 +55,12 @@ class Schedule:
     query_offset: timedelta
     max_catchup: timedelta = timedelta(days=7)
     partial_after: timedelta = timedelta(hours=1)
+
+    def patience(self, *, awaiting_history: bool) -> timedelta:
+        """How long after its end a failed window is retried before it is spooled partial."""
+        if awaiting_history:
+            return max(self.partial_after, self.max_catchup - self.interval)
+        return self.partial_after
 
     def due_end(self, now: datetime) -> datetime:
         """The end of the newest window whose end plus the query offset has passed."""
@@ -98,6 +109,16 @@ class CatchUpResult:
     deferred: Window | None = None
     missing: tuple[str, ...] = ()  # the deferred window's unmeasured metrics
     errors: tuple[str, ...] = ()  # and why their sources failed
+    awaiting_history: bool = False
+
+    @property
+    def retry_rule(self) -> str:
+        if self.awaiting_history:
+            return (
+                "it is retried until Prometheus answers, and measured exactly then (sent partial "
+                "only if it is about to fall out of AGENT_MAX_CATCHUP)"
+            )
+        return "it is retried, and sent partial once older than AGENT_PARTIAL_AFTER"
 
 
 class CatchUp:
@@ -176,16 +197,30 @@ class CatchUp:
             result = await self._source.collect(window)
             report = result.report
             age = self._clock.now() - window.end
-            if report.partial and age < self._schedule.partial_after:
+            patience = self._schedule.patience(awaiting_history=bool(result.awaiting_history))
+            if report.partial and age < patience:
                 self._metrics.windows_deferred.inc()
                 log.warning(
                     "window_deferred",
                     window=str(window),
                     missing=report.missing,
                     retry="next cycle",
-                    partial_in_seconds=int((self._schedule.partial_after - age).total_seconds()),
+                    partial_in_seconds=int((patience - age).total_seconds()),
                 )
-                return CatchUpResult(collected, window, tuple(report.missing), result.errors)
+                return CatchUpResult(
+                    collected,
+                    window,
+                    tuple(report.missing),
+                    result.errors,
+                    bool(result.awaiting_history),
+                )
+            if result.awaiting_history:
+                log.error(
+                    "usage_not_measured",
+                    window=str(window),
+                    metrics=list(result.awaiting_history),
+                    reason="the source failed until the window reached AGENT_MAX_CATCHUP",
+                )
             self._store(result)
             collected += 1
             self._crash("after_spool")
@@ -200,6 +235,8 @@ class CatchUp:
             self._spool.add(report, state_before=before, state_after=after)
             self._db.set_watermark(report.window_end)
         self._metrics.last_collection.set(self._clock.now().timestamp())
+        for metric in report.unmeasured:
+            self._metrics.windows_unmeasured.labels(metric).inc()
         self._spool.refresh_gauges()
         log.info(
             "report_spooled",
@@ -207,4 +244,5 @@ class CatchUp:
             window_start=report.window_start.isoformat(),
             window_end=report.window_end.isoformat(),
             partial=report.partial,
+            unmeasured=report.unmeasured,
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.services.sources import Measurement, MetricProvider
-from common.schema import UsageReport, check_metric_value
+from common.schema import MetricCoverage, UsageReport, check_metric_value
 from common.windows import Window
 
 log = structlog.get_logger(__name__)
@@ -26,6 +26,8 @@ class CollectedReport:
     report: UsageReport
     commits: tuple[Callable[[], None], ...] = ()
     errors: tuple[str, ...] = ()  # why each failed source failed, for ``run --once`` to print
+    awaiting_history: tuple[str, ...] = ()
+    """Missing metrics whose source keeps history: measurable exactly once it answers again."""
 
     def commit(self) -> None:
         for commit in self.commits:
@@ -84,8 +86,16 @@ class ReportCollector:
         measurements = await asyncio.gather(
             *(self._measure(p, window, errors) for p in self._providers)
         )
+        awaiting = tuple(
+            m
+            for provider, measurement in zip(self._providers, measurements, strict=True)
+            if provider.keeps_history
+            for m in measurement.missing
+        )
         metrics: dict[str, int | float] = {}
         missing: list[str] = []
+        unmeasured: list[str] = []
+        coverage: dict[str, MetricCoverage] = {}
         active = total = None
         commits = []
         for measurement in measurements:
@@ -96,6 +106,8 @@ class ReportCollector:
                     log.error("metric_not_reportable", metric=name, error=str(exc))
                     missing.append(name)
             missing.extend(m for m in measurement.missing if m not in missing)
+            unmeasured.extend(m for m in measurement.unmeasured if m not in unmeasured)
+            coverage.update(measurement.coverage)
             if measurement.active_devices is not None:
                 active = measurement.active_devices
             if measurement.total_devices is not None:
@@ -112,6 +124,8 @@ class ReportCollector:
             total_devices=total,
             partial=bool(missing),
             missing=missing,
+            unmeasured=unmeasured,
+            coverage=coverage,
             agent_version=self._agent_version,
         )
         log.info(
@@ -120,5 +134,8 @@ class ReportCollector:
             window=str(window),
             metrics=metrics,
             missing=missing,
+            unmeasured=unmeasured,
         )
-        return CollectedReport(report, tuple(commits), tuple(errors))
+        if unmeasured:
+            log.warning("metrics_unmeasured", window=str(window), metrics=unmeasured)
+        return CollectedReport(report, tuple(commits), tuple(errors), awaiting)

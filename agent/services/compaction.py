@@ -30,7 +30,7 @@ from agent.adapters.spool import SpoolEntry
 from agent.services.boundaries import straddles
 from agent.services.counters import as_report_number
 from common.catalogue import MetricCatalogue
-from common.schema import UsageReport
+from common.schema import MetricCoverage, UsageReport
 from common.semantics import fold
 from common.windows import month_start
 
@@ -86,6 +86,9 @@ def compact_reports(
     missing: list[str] = []
     for report in reports:
         missing.extend(m for m in report.missing if m not in missing)
+    unmeasured: list[str] = []
+    for report in reports:
+        unmeasured.extend(m for m in report.unmeasured if m not in unmeasured)
     active = [r.active_devices for r in reports if r.active_devices is not None]
     total = [r.total_devices for r in reports if r.total_devices is not None]
     try:
@@ -99,10 +102,29 @@ def compact_reports(
             total_devices=total[-1] if total else None,
             partial=any(r.partial for r in reports),
             missing=missing,
+            unmeasured=unmeasured,
+            coverage=fold_coverage(reports),
             agent_version=reports[-1].agent_version,
         )
     except ValidationError as exc:
         raise NotCompactable(f"the folded report is not valid: {exc}") from exc
+
+
+def fold_coverage(reports: Sequence[UsageReport]) -> dict[str, MetricCoverage]:
+    """Samples and expected samples add up; the method is ``grid`` if any part used the grid."""
+    parts: dict[str, list[MetricCoverage]] = {}
+    for report in reports:
+        for name, coverage in report.coverage.items():
+            parts.setdefault(name, []).append(coverage)
+    return {
+        name: MetricCoverage(
+            samples=sum(c.samples for c in covered),
+            expected=sum(c.expected for c in covered),
+            series=max(c.series for c in covered),
+            method=next((c.method for c in covered if c.method == "grid"), covered[-1].method),
+        )
+        for name, covered in parts.items()
+    }
 
 
 def compactable_run(

@@ -31,6 +31,7 @@ from agent.services.counter_memory import FORGET_AFTER
 from agent.services.counters import as_report_number, window_increase
 from agent.services.sources import BaselineStore, Measurement, ScrapeSource
 from common.clock import Clock
+from common.schema import MetricCoverage
 from common.windows import Window
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,8 @@ def carry_absent(
 
 class ScrapedCounters:
     """Counter metrics (e.g. ``mqtt_messages``) measured by scraping /metrics once per window."""
+
+    keeps_history = False
 
     def __init__(
         self,
@@ -113,8 +116,12 @@ class ScrapedCounters:
             return Measurement(missing=self.metrics)
         values: dict[str, int | float] = {}
         missing: list[str] = []
+        coverage: dict[str, MetricCoverage] = {}
         for metric, selector in self._selectors.items():
             current = scrape.select(selector)
+            coverage[metric] = MetricCoverage(
+                samples=len(current), expected=len(current), series=len(current), method="scrape"
+            )
             previous = stored.metrics.get(metric)
             if not current or previous is None or previous.selector != self._texts[metric]:
                 missing.append(metric)
@@ -122,5 +129,8 @@ class ScrapedCounters:
             increase = window_increase(previous.series, {k: [v] for k, v in current.items()})
             values[metric] = as_report_number(increase)
         return Measurement(
-            metrics=values, missing=tuple(missing), commit=lambda: self._store.save(fresh)
+            metrics=values,
+            missing=tuple(missing),
+            coverage=coverage,
+            commit=lambda: self._store.save(fresh),
         )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from agent.adapters.counter_state import CounterMemory
 from agent.adapters.device_api import DeviceCounts
 from agent.adapters.metrics_scrape import Scrape
-from agent.adapters.prometheus import CounterWindow
+from agent.adapters.prometheus import CounterWindow, GaugeSamples, GridPeak
 from agent.adapters.scrape_state import ScrapeBaselines
+from common.schema import MetricCoverage
 from common.windows import Window
 
 
@@ -25,9 +25,13 @@ class CounterWindowSource(Protocol):
 
 
 class PeakSource(Protocol):
-    """The peak of a one-series expression in a window (Prometheus)."""
+    """A gauge's raw samples around a window, or an expression's peak on a grid (Prometheus)."""
 
-    async def peak(self, expression: str, window: Window) -> Decimal: ...
+    async def gauge_samples(
+        self, selector: str, window: Window, lookback: timedelta
+    ) -> GaugeSamples: ...
+
+    async def peak(self, expression: str, window: Window) -> GridPeak: ...
 
 
 class DeviceSource(Protocol):
@@ -62,21 +66,32 @@ class BaselineStore(Protocol):
 class Measurement:
     """What one provider measured for a window.
 
-    ``missing`` names metrics the provider could not measure this time; ``commit`` persists state
-    (e.g. new counter baselines) and must run only once the report is safely delivered.
+    ``missing`` names metrics the provider could not measure this time (the source failed);
+    ``unmeasured`` those whose source answered with no sample in the window, so no value, not 0.
+    ``commit`` persists state (e.g. new counter baselines) and must run only once the report is
+    safely delivered.
     """
 
     metrics: dict[str, int | float] = field(default_factory=dict)
     active_devices: int | None = None
     total_devices: int | None = None
     missing: tuple[str, ...] = ()
+    unmeasured: tuple[str, ...] = ()
+    coverage: dict[str, MetricCoverage] = field(default_factory=dict)
     commit: Callable[[], None] | None = None
 
 
 class MetricProvider(Protocol):
-    """Measures some report metrics for a window; on failure all of ``metrics`` are missing."""
+    """Measures some report metrics for a window; on failure all of ``metrics`` are missing.
+
+    ``keeps_history`` is true when the source still holds the window's samples later (Prometheus),
+    so a failed window can wait and be measured exactly once the source is back.
+    """
 
     @property
     def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def keeps_history(self) -> bool: ...
 
     async def measure(self, window: Window) -> Measurement: ...

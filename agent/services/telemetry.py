@@ -51,6 +51,12 @@ class AgentMetrics:
             "Reports spooled beyond AGENT_SPOOL_MAX_REPORTS because nothing could be compacted.",
             registry=registry,
         )
+        self.windows_unmeasured = Counter(
+            "usage_agent_windows_unmeasured_total",
+            "Windows spooled with a metric that had no sample, by metric (windows).",
+            ["metric"],
+            registry=registry,
+        )
         self.source_errors = Counter(
             "usage_agent_source_errors_total",
             "Failed source reads, by source (errors).",

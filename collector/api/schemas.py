@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import ReportRow, StoredReport
 from common.billing_periods import PeriodBounds
-from common.schema import MetricNumber
+from common.schema import MetricCoverage, MetricNumber
 
 
 class ErrorBody(BaseModel):
@@ -31,8 +31,18 @@ class ReportOut(BaseModel):
     metrics: dict[str, MetricNumber]
     active_devices: int | None
     total_devices: int | None
-    partial: bool
+    partial: bool = Field(description="A source failed: the metrics in `missing` are left out.")
     missing: list[str]
+    unmeasured: list[str] = Field(
+        description="Metrics whose source answered without a sample in the window: not "
+        "measured (no value in `metrics`), never a measured 0. Their usage, if any, is counted "
+        "by the next window with samples."
+    )
+    coverage: dict[str, MetricCoverage] = Field(
+        description="How completely each metric was measured, as the agent reported it "
+        "(empty for reports from agents that do not report it)."
+    )
+    complete: bool = Field(description="Not partial and nothing unmeasured.")
     agent_version: str | None
     schema_version: int
     legacy: bool
@@ -52,6 +62,9 @@ class ReportOut(BaseModel):
             total_devices=row.total_devices,
             partial=row.partial,
             missing=row.missing,
+            unmeasured=row.unmeasured,
+            coverage=row.coverage,
+            complete=not row.partial and not row.unmeasured,
             agent_version=row.agent_version,
             schema_version=row.schema_version,
             legacy=row.legacy,
@@ -80,19 +93,31 @@ class HistoryResponse(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
 
 
+INCOMPLETE_METRIC = (
+    "Windows of the period whose report lists this metric in `missing` or `unmeasured`."
+)
+INCOMPLETE_REPORTS = "Reports of the period that are partial or list a metric as unmeasured."
+COMPLETE = "Every window of the period measured every metric (`incomplete_windows` is 0)."
+
+
 class MetricTotalOut(BaseModel):
     name: str
     semantics: str
     unit: str
     value: Decimal
-    reports: int
+    reports: int = Field(description="Windows that measured this metric.")
+    incomplete_windows: int = Field(description=INCOMPLETE_METRIC)
 
 
 class TotalsResponse(BaseModel):
     customer_id: str
     since: datetime
     until: datetime
-    totals: list[MetricTotalOut]
+    complete: bool = Field(description=COMPLETE)
+    incomplete_windows: int = Field(description=INCOMPLETE_REPORTS)
+    totals: list[MetricTotalOut] = Field(
+        description="One entry per metric measured in at least one window of the period."
+    )
 
 
 class HealthResponse(BaseModel):

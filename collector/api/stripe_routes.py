@@ -13,7 +13,7 @@ from litestar.params import Parameter
 from pydantic import BaseModel, Field
 
 from collector.api.auth import PUBLIC, viewer
-from collector.api.schemas import ErrorBody
+from collector.api.schemas import COMPLETE, INCOMPLETE_METRIC, INCOMPLETE_REPORTS, ErrorBody
 from collector.errors import BodyTooLarge
 from collector.services.reconcile import ReconcileService
 from collector.services.webhooks import WebhookService
@@ -38,6 +38,7 @@ class MetricReconciliationOut(BaseModel):
     delivered: int | None = Field(description="What Stripe acknowledged from the outbox.")
     stripe_value: Decimal | None = Field(description="Stripe's aggregate for the period.")
     in_sync: bool
+    incomplete_windows: int = Field(description=INCOMPLETE_METRIC)
 
 
 class ReconcileOut(BaseModel):
@@ -48,6 +49,11 @@ class ReconcileOut(BaseModel):
     in_sync: bool
     pending_forwards: int = Field(
         description="This customer's forwards that Stripe has not acknowledged yet."
+    )
+    complete: bool = Field(description=COMPLETE)
+    incomplete_windows: int = Field(
+        description=f"{INCOMPLETE_REPORTS} A window counts in the period its end falls in, "
+        "`(period_start, period_end]`."
     )
     metrics: list[MetricReconciliationOut]
 
@@ -141,6 +147,8 @@ class BillingController(Controller):
             period_end=result.period.end,
             in_sync=result.in_sync,
             pending_forwards=result.pending_forwards,
+            complete=result.complete,
+            incomplete_windows=result.incomplete_windows,
             metrics=[MetricReconciliationOut(**vars(m)) for m in result.metrics],
         )
 

@@ -138,11 +138,16 @@ class UsageController(Controller):
             datetime | None, Parameter(description="Period end; default: month end.")
         ] = None,
     ) -> TotalsResponse:
-        """Folds the stored windows by each metric's semantics: sum, newest or peak."""
-        start, end, totals = await usage.totals(customer_id, since, until)
+        """Folds the stored windows by each metric's semantics: sum, newest or peak.
+
+        Windows ending in `(since, until]` count. `complete` is false when any of them was not
+        measured in full; `incomplete_windows` says how many, in all and per metric."""
+        period = await usage.totals(customer_id, since, until)
         return TotalsResponse(
             customer_id=customer_id,
-            since=start,
-            until=end,
-            totals=[MetricTotalOut(**vars(total)) for total in totals],
+            since=period.since,
+            until=period.until,
+            complete=period.complete,
+            incomplete_windows=period.incomplete.reports,
+            totals=[MetricTotalOut(**vars(total)) for total in period.totals],
         )

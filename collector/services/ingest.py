@@ -179,6 +179,10 @@ class IngestService:
         if created:
             for name in report.metrics:
                 self._metrics.metric_values.labels(name).inc()
+            if report.partial:
+                self._metrics.incomplete_reports.labels("missing").inc()
+            if report.unmeasured:
+                self._metrics.incomplete_reports.labels("unmeasured").inc()
         periods = await self._hints.for_customer(report.customer_id) if self._hints else []
         self._metrics.ingest_seconds.observe(max(0.0, self._clock.monotonic() - started))
         return IngestResult(stored, created, periods)
@@ -201,6 +205,8 @@ def _to_row(report: UsageReport, *, legacy: bool, received_at: datetime) -> dict
         total_devices=report.total_devices,
         partial=report.partial,
         missing=list(report.missing),
+        unmeasured=list(report.unmeasured),
+        coverage={name: c.model_dump() for name, c in report.coverage.items()},
         agent_version=report.agent_version,
         fingerprint=report.fingerprint(include_window=not legacy),
         created_at=received_at,

@@ -36,6 +36,8 @@ class MetricReconciliation:
     delivered: int | None
     stripe_value: Decimal | None
     in_sync: bool
+    incomplete_windows: int = 0
+    """Windows of the period whose report lists this metric as missing or unmeasured."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,17 @@ class Reconciliation:
     period: Window
     metrics: list[MetricReconciliation]
     pending_forwards: int
+    incomplete_windows: int = 0
+    """Reports of the period that are partial or list a metric as unmeasured."""
 
     @property
     def in_sync(self) -> bool:
         return all(m.in_sync for m in self.metrics)
+
+    @property
+    def complete(self) -> bool:
+        """Every window of the period measured every metric (in sync says nothing about it)."""
+        return self.incomplete_windows == 0
 
 
 def _floor_minute(moment: datetime) -> datetime:
@@ -97,7 +106,9 @@ class ReconcileService:
 
         The period is the current link's period containing ``at`` (default: now). The
         collector's side combines the windows billed in that period (every instance, carried
-        device counts, rebilled usage), independently of what was sent.
+        device counts, rebilled usage), independently of what was sent. Completeness counts the
+        customer's reports whose window ends in the period, ``(start, end]``, the rule ``/totals``
+        uses too: a window with nothing measured has no forward to find it by.
         """
         link = await self._link(customer_id)
         client = self._stripe()
@@ -110,9 +121,11 @@ class ReconcileService:
                 for name, forwards in billed.items()
                 if name in self._catalogue
             }
+            incomplete = await self._usage.incomplete(customer_id, period.start, period.end)
         else:
-            _, _, totals = await self._usage.totals(customer_id, period.start, period.end)
-            stored = {t.name: t.value for t in totals}
+            totals = await self._usage.totals(customer_id, period.start, period.end)
+            stored = {t.name: t.value for t in totals.totals}
+            incomplete = totals.incomplete
         meters = (
             {} if self._mode is StripeMode.USAGE_RECORDS else await StripeCatalog(client).meters()
         )
@@ -142,10 +155,13 @@ class ReconcileService:
                     state.billed_total if state else None,
                     remote,
                     in_sync,
+                    incomplete.by_metric.get(name, 0),
                 )
             )
         pending = await self._outbox.waiting_for(customer_id)
-        return Reconciliation(customer_id, link.stripe_customer_id, period, rows, pending)
+        return Reconciliation(
+            customer_id, link.stripe_customer_id, period, rows, pending, incomplete.reports
+        )
 
     async def _period(
         self, customer_id: str, link: Link, moment: datetime

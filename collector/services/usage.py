@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from collector.adapters.db.reports import HistoryQuery, ReportStore
+from collector.adapters.db.reports import HistoryQuery, IncompleteWindows, ReportStore
 from collector.adapters.db.tables import ReportRow
 from collector.errors import NotFound, ValidationFailed
 from collector.services.combination import InstanceWindow, combine
@@ -32,6 +32,25 @@ class MetricTotal:
     unit: str
     value: Decimal
     reports: int
+    incomplete_windows: int = 0
+    """Windows of the period whose report lists this metric as missing or unmeasured."""
+
+
+@dataclass(frozen=True)
+class PeriodTotals:
+    """Each metric's billed quantity over a period, and how completely the period was measured.
+
+    A metric measured in no window of the period has no total, never a total of 0.
+    """
+
+    since: datetime
+    until: datetime
+    totals: list[MetricTotal]
+    incomplete: IncompleteWindows
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete.complete
 
 
 def encode_cursor(row: ReportRow) -> str:
@@ -112,12 +131,13 @@ class UsageService:
 
     async def totals(
         self, customer_id: str, since: datetime | None = None, until: datetime | None = None
-    ) -> tuple[datetime, datetime, list[MetricTotal]]:
+    ) -> PeriodTotals:
         """Each metric's billed quantity over windows ending in ``(since, until]``.
 
         Instances combine as Stripe bills them: device counts add up per instance's newest
         value, storage peaks are the peak of the sum. The period defaults to the current UTC
-        calendar month.
+        calendar month. Windows that did not measure a metric (a failed source, or no sample)
+        are counted per metric, so an incomplete period is never read as a measured one.
         """
         month = calendar_month(self._clock.now())
         start = bounded_utc(since, "since") if since else month.start
@@ -125,6 +145,7 @@ class UsageService:
         if end <= start:
             raise ValidationFailed("until must be after since", field="until")
         rows = await self._store.in_period(customer_id, start, end)
+        incomplete = await self._store.incomplete_in_period(customer_id, start, end)
         totals = []
         for name in self._catalogue.names:
             definition = self._catalogue[name]
@@ -139,12 +160,22 @@ class UsageService:
                 for row in rows
                 if name in row.metrics
             ]
-            values = windows
             folded = combine(definition.semantics, windows)
             if folded is not None:
                 totals.append(
                     MetricTotal(
-                        name, definition.semantics.value, definition.unit, folded, len(values)
+                        name,
+                        definition.semantics.value,
+                        definition.unit,
+                        folded,
+                        len(windows),
+                        incomplete.by_metric.get(name, 0),
                     )
                 )
-        return start, end, totals
+        return PeriodTotals(start, end, totals, incomplete)
+
+    async def incomplete(
+        self, customer_id: str, start: datetime, end: datetime
+    ) -> IncompleteWindows:
+        """The reports with windows ending in ``(start, end]`` that were not measured in full."""
+        return await self._store.incomplete_in_period(customer_id, start, end)

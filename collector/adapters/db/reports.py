@@ -5,17 +5,34 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, null, or_, select, text, true, union_all
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from collector.adapters.db.tables import ReportRow, StoredReport
 from collector.adapters.db.writer import GroupCommitWriter
 from collector.errors import DatabaseUnavailable
+
+
+@dataclass(frozen=True)
+class IncompleteWindows:
+    """A period's reports that were not measured in full.
+
+    ``reports`` is how many are partial or list a metric as unmeasured; ``by_metric`` how many
+    list each metric in ``missing`` or ``unmeasured`` (metrics never listed are left out).
+    """
+
+    reports: int = 0
+    by_metric: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.reports == 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,44 @@ class ReportStore:
         )
         async with self._session() as session:
             return (await session.execute(statement)).scalars().all()
+
+    async def incomplete_in_period(
+        self, customer_id: str, start: datetime, end: datetime
+    ) -> IncompleteWindows:
+        """Count the reports with windows ending in ``(start, end]`` not measured in full.
+
+        One grouped query: each listed metric of each report becomes a row (``missing`` and
+        ``unmeasured`` expanded in the database), plus one row without a metric per incomplete
+        report; a metric listed twice in one report counts once.
+        """
+        in_period = (
+            ReportRow.customer_id == customer_id,
+            ReportRow.window_end > start,
+            ReportRow.window_end <= end,
+        )
+        listed = [
+            select(ReportRow.id.label("report"), names.c.value.label("metric"))
+            .join_from(ReportRow, names, true())
+            .where(*in_period)
+            for names in (self._elements(ReportRow.missing), self._elements(ReportRow.unmeasured))
+        ]
+        incomplete = select(ReportRow.id.label("report"), null().label("metric")).where(
+            *in_period,
+            or_(ReportRow.partial, func.json_array_length(ReportRow.unmeasured) > 0),
+        )
+        rows = union_all(*listed, incomplete).subquery()
+        statement = select(rows.c.metric, func.count(rows.c.report.distinct())).group_by(
+            rows.c.metric
+        )
+        async with self._session() as session:
+            counts = {m: int(n) for m, n in (await session.execute(statement)).all()}
+        return IncompleteWindows(counts.pop(None, 0), {str(m): n for m, n in counts.items()})
+
+    def _elements(self, column: InstrumentedAttribute[list[str]]) -> Any:
+        """The text elements of a JSON array column, as a table joined to its row."""
+        if self._engine.dialect.name == "postgresql":
+            return func.json_array_elements_text(column).table_valued("value").render_derived()
+        return func.json_each(column).table_valued("value")
 
     async def count(self) -> int:
         async with self._session() as session:

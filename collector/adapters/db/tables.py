@@ -78,6 +78,12 @@ class ReportRow(Base):
     total_devices: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     partial: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     missing: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    unmeasured: Mapped[list[str]] = mapped_column(
+        JSON, nullable=False, default=list, server_default=text("'[]'")
+    )
+    coverage: Mapped[dict[str, Any]] = mapped_column(
+        JSON, nullable=False, default=dict, server_default=text("'{}'")
+    )
     agent_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
@@ -278,6 +284,8 @@ class StoredReport:
     total_devices: int | None
     partial: bool
     missing: list[str]
+    unmeasured: list[str]
+    coverage: dict[str, Any]
     agent_version: str | None
     fingerprint: str
     created_at: datetime

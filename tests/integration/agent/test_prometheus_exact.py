@@ -150,7 +150,7 @@ async def test_storage_is_the_window_peak_in_gigabytes(source):
     assert measured.metrics == {"storage_gb": 12.345678901}
 
 
-async def test_selector_without_series_is_missing_not_zero(source):
+async def test_selector_without_series_is_unmeasured_not_zero(source):
     collector = ReportCollector(
         customer_id="c",
         instance_id="i",
@@ -164,8 +164,9 @@ async def test_selector_without_series_is_missing_not_zero(source):
     collected = await collector.collect(Window(T0, T0 + HOUR))
 
     assert "mqtt_messages" not in collected.report.metrics
-    assert collected.report.missing == ["mqtt_messages"]
-    assert collected.report.partial
+    assert collected.report.unmeasured == ["mqtt_messages"]
+    assert collected.report.coverage["mqtt_messages"].samples == 0
+    assert not collected.report.complete
     assert collected.report.metrics["storage_gb"] == 12.345678901
 
 
@@ -184,3 +185,15 @@ async def test_series_cap_gives_a_missing_metric(prometheus_url):
 
     assert collected.report.metrics == {}
     assert collected.report.missing == ["mqtt_messages"]
+
+
+async def test_a_window_over_the_sample_cap_is_read_in_parts_not_dropped(prometheus_url):
+    window = Window(T0 + HOUR, T0 + 3 * HOUR)
+    capped = PrometheusSource(prometheus_url, retries=0, max_samples=50)
+    try:
+        measured = await PrometheusCounter("mqtt_messages", capped, SELECTOR).measure(window)
+    finally:
+        capped.close()
+
+    assert measured.metrics == {"mqtt_messages": _truth(window)}
+    assert measured.coverage["mqtt_messages"].samples > 50

@@ -77,5 +77,14 @@ async def test_a_counter_quiet_for_more_than_a_day_is_not_billed_from_zero(
         w.start for w in windows
     ]
     assert reports[-1]["metrics"]["mqtt_messages"] == 339
-    assert [r["metrics"].get("mqtt_messages") for r in reports] == [truth(w) for w in windows]
+    # The windows nobody scraped were not measured: no value, never a measured 0.
+    scraped = [
+        any(w.start.timestamp() < t <= w.end.timestamp() for t, _ in SAMPLES) for w in windows
+    ]
+    assert [r["metrics"].get("mqtt_messages") for r in reports] == [
+        truth(w) if seen else None for w, seen in zip(windows, scraped, strict=True)
+    ]
+    assert [r["unmeasured"] for r in reports] == [
+        [] if seen else ["mqtt_messages"] for seen in scraped
+    ]
     assert all(not r["partial"] for r in reports)

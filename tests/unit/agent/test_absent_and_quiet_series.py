@@ -72,12 +72,9 @@ class MemoryStore:
 async def bill(provider: PrometheusCounter, windows: list[Window]) -> list[int]:
     billed = []
     for window in windows:
-        try:
-            measured = await provider.measure(window)
-        except NoDataError:
-            billed.append(0)  # nothing was ever seen: no series, no samples
-            continue
-        billed.append(int(measured.metrics["mqtt_messages"]))
+        measured = await provider.measure(window)
+        # No sample: nothing measured, and the next window with samples counts it.
+        billed.append(0 if measured.unmeasured else int(measured.metrics["mqtt_messages"]))
         if measured.commit is not None:
             measured.commit()
     return billed
@@ -134,6 +131,35 @@ async def test_a_series_quiet_for_26_hours_counts_from_its_last_value():
 
     assert (await bill(provider, [Window(T - HOUR, T), *windows]))[-1] == 339
     assert (await bill(provider_without_memory, windows))[-1] == 1_000_339  # the defect
+
+
+async def test_a_window_without_samples_is_unmeasured_and_the_next_one_counts_its_usage():
+    key = series_key({"broker": "a"})
+    history = {key: [(T, 1_000), (T + 2 * HOUR + timedelta(minutes=5), 1_090)]}
+    provider = PrometheusCounter(
+        "mqtt_messages", LookbackPrometheus(history), SELECTOR, MemoryStore()
+    )
+
+    quiet = await provider.measure(Window(T + HOUR, T + 2 * HOUR))
+    after = await provider.measure(Window(T + 2 * HOUR, T + 3 * HOUR))
+
+    assert quiet.metrics == {}
+    assert quiet.unmeasured == ("mqtt_messages",)
+    assert quiet.coverage["mqtt_messages"].samples == 0
+    assert quiet.coverage["mqtt_messages"].expected == 240  # an hour of 15 s scrapes
+    assert after.metrics == {"mqtt_messages": 90}
+    assert after.coverage["mqtt_messages"].samples == 1
+
+
+async def test_a_window_shorter_than_a_scrape_may_hold_no_sample_and_is_measured():
+    key = series_key({"broker": "a"})
+    history = {key: [(T, 1_000), (T + timedelta(seconds=15), 1_010)]}
+    provider = PrometheusCounter("mqtt_messages", LookbackPrometheus(history), SELECTOR)
+
+    piece = await provider.measure(Window(T + timedelta(seconds=2), T + timedelta(seconds=9)))
+
+    assert piece.metrics == {"mqtt_messages": 0}
+    assert piece.unmeasured == ()
 
 
 async def test_a_memory_from_later_windows_or_another_selector_is_not_used():

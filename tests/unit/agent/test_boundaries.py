@@ -15,7 +15,7 @@ import agent
 from agent.adapters.boundary_state import SqliteBoundaryStore
 from agent.adapters.device_api import DeviceCounts
 from agent.adapters.kube import LeaseRecord
-from agent.adapters.prometheus import CounterWindow
+from agent.adapters.prometheus import CounterWindow, GaugeSamples
 from agent.adapters.series import SeriesKey, series_key
 from agent.adapters.spool import Spool
 from agent.adapters.state_db import BILLING_BOUNDARIES, StateDb
@@ -30,7 +30,7 @@ from agent.services.telemetry import AgentMetrics, Health
 from common.billing_periods import PeriodBounds
 from common.clock import ManualClock
 from common.schema import derive_report_id
-from common.windows import Window
+from common.windows import EPOCH, Window
 from tests.unit.agent.agent_kit import (
     FakeCollector,
     TruthSource,
@@ -76,8 +76,17 @@ class PrometheusLike:
                 result.samples[key] = inside
         return result
 
-    async def peak(self, expression: str, window: Window) -> Decimal:
-        return max(Decimal(v) for t, v in self.storage if window.start < t <= window.end)
+    async def gauge_samples(
+        self, selector: str, window: Window, lookback: timedelta
+    ) -> GaugeSamples:
+        def millis(moment: datetime) -> int:
+            return (moment - EPOCH) // timedelta(milliseconds=1)
+
+        after = window.start - lookback
+        samples = [(millis(t), Decimal(v)) for t, v in self.storage if after < t <= window.end]
+        return GaugeSamples(
+            millis(window.start), millis(window.end), 15_000, {(("pvc", "data"),): samples}
+        )
 
 
 class Devices:
@@ -111,9 +120,9 @@ STORAGE_BYTES = [
     (at("11:30:00"), 10 * 10**9),
     (at("12:05:00"), 30 * 10**9),
     (at("12:30:00"), 50 * 10**9),  # the old period's peak
-    (at("12:34:56"), 45 * 10**9),
+    (at("12:34:56"), 45 * 10**9),  # in use when the new period starts: its peak too
     (at("12:40:00"), 20 * 10**9),
-    (at("12:59:00"), 25 * 10**9),  # the new period's peak
+    (at("12:59:00"), 25 * 10**9),
 ]
 
 
@@ -153,7 +162,7 @@ async def test_window_straddling_a_boundary_is_cut_into_two_reports(tmp_path):
     ]
     old, new = stored[1], stored[2]
     assert old.metrics == {"mqtt_messages": 1000, "storage_gb": 50.0, "devices": 6}
-    assert new.metrics == {"mqtt_messages": 450, "storage_gb": 25.0, "devices": 6}
+    assert new.metrics == {"mqtt_messages": 450, "storage_gb": 45.0, "devices": 6}
     assert old.id == derive_report_id("c", "i", at("12:00:00"), BOUNDARY)
     assert new.id == derive_report_id("c", "i", BOUNDARY, at("13:00:00"))
     # The pieces partition the whole window's increase exactly: no message lost or counted twice.

@@ -33,6 +33,7 @@ class Broken:
     """A provider with a bug: it must not take the other metrics down with it."""
 
     metrics = ("api_requests",)
+    keeps_history = False
 
     async def measure(self, window):
         raise ZeroDivisionError("bug")
@@ -62,6 +63,7 @@ async def test_a_down_prometheus_leaves_its_metrics_missing_and_never_zero():
     assert report.total_devices == 10
     assert report.partial is True
     assert sorted(report.missing) == ["api_requests", "mqtt_messages", "storage_gb"]
+    assert sorted(collected.awaiting_history) == ["mqtt_messages", "storage_gb"]
     assert report.agent_version == agent.__version__
 
 
@@ -95,6 +97,7 @@ def test_bytes_become_gigabytes_of_ten_to_the_ninth():
 
 class Huge:
     metrics = ("mqtt_messages",)
+    keeps_history = False
 
     async def measure(self, window):
         return Measurement(metrics={"mqtt_messages": 10**13})

@@ -25,7 +25,7 @@ from agent.services.telemetry import AgentMetrics
 from common.billing_periods import PeriodBounds
 from common.catalogue import MetricCatalogue
 from common.clock import ManualClock
-from common.schema import UsageReport, derive_report_id
+from common.schema import MetricCoverage, UsageReport, derive_report_id
 from common.semantics import fold_pair, to_decimal
 from common.windows import month_start
 
@@ -185,6 +185,34 @@ def test_folded_values_follow_each_metrics_semantics(tmp_path):
     by_month = defaultdict(list)
     by_month[month_start(folded.window_start)].append(folded)
     assert len(by_month) == 1
+
+
+def test_a_folded_report_keeps_every_unmeasured_metric_and_adds_up_coverage():
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    gap = UsageReport(
+        customer_id="c",
+        instance_id="i",
+        window_start=start,
+        window_end=start + HOUR,
+        metrics={"devices": 3},
+        unmeasured=["mqtt_messages"],
+        coverage={"mqtt_messages": MetricCoverage(samples=0, expected=240, series=0)},
+    )
+    after = UsageReport(
+        customer_id="c",
+        instance_id="i",
+        window_start=start + HOUR,
+        window_end=start + 2 * HOUR,
+        metrics={"devices": 3, "mqtt_messages": 90},
+        coverage={"mqtt_messages": MetricCoverage(samples=240, expected=240, series=2)},
+    )
+
+    folded = compact_reports([gap, after], MetricCatalogue.default())
+
+    assert folded.metrics == {"devices": 3, "mqtt_messages": 90}
+    assert folded.unmeasured == ["mqtt_messages"]
+    assert folded.complete is False
+    assert folded.coverage["mqtt_messages"] == MetricCoverage(samples=240, expected=480, series=2)
 
 
 # Billing-period boundaries: Stripe periods start at any second, not at a UTC month.
