@@ -66,6 +66,24 @@ class Conflict(CollectorError, PermanentError):
     code = "conflict"
 
 
+class AlreadyLinked(Conflict):
+    """Relinking would move a customer's billing; it needs an explicit replace."""
+
+    code = "already_linked"
+
+
+class StripeCustomerInUse(Conflict):
+    """The Stripe customer already backs another collector customer."""
+
+    code = "stripe_customer_in_use"
+
+
+class StripeCustomerMissing(ValidationFailed):
+    """Stripe has no such customer in the account and mode of COLLECTOR_STRIPE_API_KEY."""
+
+    code = "stripe_customer_not_found"
+
+
 class DatabaseUnavailable(CollectorError, TransientError):
     status_code = 503
     code = "database_unavailable"
@@ -73,6 +91,13 @@ class DatabaseUnavailable(CollectorError, TransientError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         CollectorError.__init__(self, detail, field=field)
         self.retry_after = None
+
+
+class DatabaseNotMigrated(CollectorError, PermanentError):
+    """The schema is missing or older than this version's; `usage-collector db upgrade` fixes it."""
+
+    status_code = 503
+    code = "database_not_migrated"
 
 
 class StripeTransient(CollectorError, TransientError):

@@ -7,10 +7,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from common.catalogue import MetricCatalogue, parse_definitions
+from common.errors import SchemaError
 from common.windows import parse_duration
 
 # A bare number is seconds, in both components; only the agent's seed COLLECTION_INTERVAL is ms.
@@ -28,6 +38,59 @@ def _as_seconds(value: object) -> object:
 
 Seconds = Annotated[float, BeforeValidator(_as_seconds)]
 """A duration held as float seconds: ``30s``, ``5m``, ``1h`` or a bare number of seconds."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# The drivers installed with the collector, by backend; a plain scheme gets its driver added.
+ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+_PLAIN_SCHEMES = (
+    ("postgresql://", "postgresql+asyncpg://"),
+    ("postgres://", "postgresql+asyncpg://"),
+    ("sqlite://", "sqlite+aiosqlite://"),
+)
+DATABASE_URL_FORMS = (
+    "use postgresql+asyncpg://user@host:5432/database or sqlite+aiosqlite:///path/to/usage.db"
+)
+
+
+def with_async_driver(url: str) -> str:
+    """``url`` with its async driver: postgresql:// and sqlite:// get asyncpg and aiosqlite."""
+    for plain, driver in _PLAIN_SCHEMES:
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why the collector cannot use ``url`` (its password masked), or ``None``."""
+    try:
+        parsed = make_url(with_async_driver(url.strip()))
+    except ArgumentError:
+        if "://" not in url and "@" not in url:
+            return (
+                f"unsupported database URL {url!r}: {DATABASE_URL_FORMS} "
+                f"(for this file: sqlite+aiosqlite:///{url})"
+            )
+        return f"unsupported database URL (not shown, it may hold a password): {DATABASE_URL_FORMS}"
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if ASYNC_DRIVERS.get(backend) != driver:
+        shown = parsed.render_as_string(hide_password=True)
+        return f"unsupported database URL {shown}: {DATABASE_URL_FORMS}"
+    return None
+
+
+def _first_problem(error: SchemaError) -> str:
+    """The first thing wrong with the extra metrics, on one line."""
+    cause = error.__cause__
+    if isinstance(cause, ValidationError):
+        problems = cause.errors()
+        first = problems[0]
+        where = ".".join(str(part) for part in first["loc"]) or "definition"
+        entry = str(error).split(": ", 1)[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"{entry}: {where}: {first['msg']}{more}"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 class StripeMode(enum.StrEnum):
@@ -60,11 +123,14 @@ class CollectorSettings(BaseSettings):
     )
     extra_metrics: str = Field(
         default="",
-        description="JSON list of extra metric definitions added to the default catalogue.",
+        description="Metrics added to the default catalogue (JSON list of definitions: name, "
+        "unit, kind, semantics, price_lookup_key, meter_event_name, optional rounding and "
+        "description; see docs/forwarding.md#adding-metrics).",
     )
     legacy_window: Duration = Field(
         default=timedelta(hours=1),
-        description="Window length assumed for a legacy (seed) report with no window (duration).",
+        description="Window length assumed for a legacy report (the seed exporter's body, no "
+        "window) (duration).",
     )
     max_body_bytes: int = Field(
         default=65536, ge=1024, description="Largest accepted body (bytes)."
@@ -79,7 +145,13 @@ class CollectorSettings(BaseSettings):
     stripe_api_base: str | None = Field(
         default=None, description="Base URL for Stripe's api and meter_events hosts (the sandbox)."
     )
-    stripe_mode: StripeMode = Field(default=StripeMode.METER_EVENTS, description="Forwarding mode.")
+    stripe_mode: StripeMode = Field(
+        default=StripeMode.METER_EVENTS,
+        description="How usage reaches Stripe (name): meter_events, one Billing Meter event per "
+        "call; meter_event_stream, v2 meter event sessions, up to 100 events per call; "
+        "usage_records, legacy usage records on subscription items (needs `stripe setup "
+        "--legacy` prices); off, store and wait, send nothing.",
+    )
     stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_... secret.")
     stripe_max_rps: float = Field(
         default=20.0,
@@ -184,7 +256,26 @@ class CollectorSettings(BaseSettings):
     @classmethod
     def _check_extra_metrics(cls, value: str) -> str:
         if value.strip():
-            parse_definitions(value)
+            try:
+                parse_definitions(value)
+            except SchemaError as exc:
+                raise ValueError(_first_problem(exc)) from exc
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database_url(cls, value: SecretStr) -> SecretStr:
+        problem = database_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def catalogue(self) -> MetricCatalogue:
@@ -192,15 +283,7 @@ class CollectorSettings(BaseSettings):
 
     def async_database_url(self) -> str:
         """The database URL with its async driver."""
-        url = self.database_url.get_secret_value()
-        for plain, driver in (
-            ("postgresql://", "postgresql+asyncpg://"),
-            ("postgres://", "postgresql+asyncpg://"),
-            ("sqlite://", "sqlite+aiosqlite://"),
-        ):
-            if url.startswith(plain):
-                return driver + url[len(plain) :]
-        return url
+        return with_async_driver(self.database_url.get_secret_value().strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -62,18 +62,56 @@ class CollectorMetrics:
             ["metric"],
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "usage_collector_dead_letters_total",
-            "Batches Stripe rejected permanently and parked for an operator, by metric.",
+        # Not ``usage_collector_dead_letters_total``: that family name belongs to the gauge of
+        # open dead letters below, and a counter and a gauge cannot share one.
+        self.dead_lettered = Counter(
+            "usage_collector_batches_dead_lettered_total",
+            "Batches parked as dead for an operator (Stripe refused them, or they aged past "
+            "Stripe's 35 days), by metric.",
             ["metric"],
             registry=registry,
         )
         self.forward_lag = Histogram(
             "usage_collector_forward_lag_seconds",
-            "Seconds from a batch being formed to Stripe acknowledging it.",
+            "Seconds from a batch being formed to Stripe acknowledging it; observed on "
+            "acknowledgement only, so usage that never reaches Stripe is not in it: alert on "
+            "usage_collector_oldest_unbilled_seconds instead.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
             registry=registry,
         )
+        self.pending_forwards = Gauge(
+            "usage_collector_pending_forwards",
+            "Report metrics Stripe has not acknowledged yet, by state: pending (not in a batch "
+            "yet, e.g. the customer is not linked) or batched (in an open batch: being sent, or "
+            "retried after a failure). Dead letters are not counted here.",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("pending", "batched"):
+            self.pending_forwards.labels(state)
+        self.oldest_unbilled_seconds = Gauge(
+            "usage_collector_oldest_unbilled_seconds",
+            "Seconds since the window end of the oldest stored usage Stripe has not acknowledged "
+            "(pending or batched; dead letters are counted by usage_collector_dead_letters); 0 "
+            "with none.",
+            registry=registry,
+        )
+        self.open_dead_letters = Gauge(
+            "usage_collector_dead_letters",
+            "Open dead-lettered batches: usage parked for an operator "
+            "(GET /api/forwarding/batches?state=dead).",
+            registry=registry,
+        )
+        self.customers_unbilled = Gauge(
+            "usage_collector_customers_unbilled",
+            "Customers with usage Stripe has not acknowledged, by reason: unlinked (no Stripe "
+            "customer linked), waiting (linked, not sent or acknowledged yet) or dead (an open "
+            "dead letter). A customer can count under more than one reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("unlinked", "waiting", "dead"):
+            self.customers_unbilled.labels(reason)
         self.ageing_forwards = Gauge(
             "usage_collector_ageing_forwards",
             "Waiting windows within COLLECTOR_STRIPE_AGE_WARNING_DAYS of Stripe's 35-day limit "

@@ -9,7 +9,10 @@ from typing import Any
 import httpx
 import stripe
 
-API_KEY = "sk_test_demo"
+from collector.stripe_sandbox import DEFAULT_API_KEY
+
+# `usage-collector stripe sandbox` answers only the key it was started with: its default here.
+API_KEY = DEFAULT_API_KEY
 WEBHOOK_SECRET = "whsec_demo"
 
 

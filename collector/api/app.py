@@ -16,18 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.corrections import CorrectionStore
 from collector.adapters.db.credentials import CredentialStore
+from collector.adapters.db.customer_view import CustomerViewStore
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, enqueue
+from collector.adapters.db.rate_buckets import RateBucketStore
 from collector.adapters.db.reports import ReportStore
 from collector.adapters.db.tables import StoredReport
 from collector.adapters.stripe.client import StripeConnection
 from collector.api.admin import AdminController
 from collector.api.auth import AuthenticationMiddleware, fail_closed
 from collector.api.body_shape import BodyShape
+from collector.api.customers import CustomersController
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
-from collector.api.health import live, metrics, ready
+from collector.api.health import SchemaReadiness, live, metrics, ready
 from collector.api.limits import BodyDeadline
 from collector.api.openapi import add_body_schemas, openapi_config
 from collector.api.query_params import refuse_stray_query_parameters
@@ -38,15 +41,19 @@ from collector.secrets import register_settings_secrets
 from collector.services.ageing import AgeingWatch
 from collector.services.auth import Authenticator
 from collector.services.credentials import CredentialService
+from collector.services.customers import CustomersService
 from collector.services.forwarder import Forwarder, ForwarderConfig
-from collector.services.forwarding_setup import make_sender, stripe_connection
+from collector.services.forwarding_setup import make_limiter, make_sender, stripe_connection
 from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.ingest import IngestService
 from collector.services.instances import InstanceService
+from collector.services.linking import LinkingService
 from collector.services.period_hints import PeriodHints
+from collector.services.queue_gauges import QueueGauges
+from collector.services.ratelimit import CallLimiter
 from collector.services.reconcile import ReconcileService
 from collector.services.subscriptions import SubscriptionItems
-from collector.services.token_buckets import TokenBuckets
+from collector.services.token_buckets import RequestLimits, SharedTokenBuckets, TokenBuckets
 from collector.services.usage import UsageService
 from collector.services.webhooks import WebhookService
 from collector.settings import CollectorSettings, StripeMode
@@ -80,7 +87,10 @@ class Services:
     reconciler: ReconcileService
     credentials: CredentialService
     authenticator: Authenticator
-    rate_limits: TokenBuckets
+    rate_limits: RequestLimits
+    linking: LinkingService
+    customers: CustomersService
+    queue_gauges: QueueGauges
 
     async def close(self) -> None:
         """Stop the writer and the worker's clients, then close the database pool."""
@@ -89,6 +99,7 @@ class Services:
             await self.forwarder.aclose()
         if self.stripe is not None:
             await self.stripe.aclose()
+        await self.rate_limits.close()
         await self.engine.dispose()
 
 
@@ -100,6 +111,8 @@ def build_services(
     registry: CollectorRegistry | None = None,
     forwarder: Forwarder | None = None,
 ) -> Services:
+    # Shared rate limits use the database's clock, unless a test injected its own clock.
+    database_clock = clock is None
     clock = clock or SystemClock()
     engine = engine or create_engine(
         settings.async_database_url(), pool_size=settings.database_pool_size
@@ -118,13 +131,16 @@ def build_services(
     watch = AgeingWatch(
         corrections, clock, telemetry, warning_days=settings.stripe_age_warning_days
     )
-    usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit)
+    usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit, links=links)
 
     async def write_forwards(conn: AsyncConnection, rows: Sequence[StoredReport]) -> None:
         await enqueue(conn, rows, active_clock.now())
 
     store.writer.set_after_insert(write_forwards)
     credential_store = CredentialStore(engine)
+    shared_limits = None if settings.is_sqlite else RateBucketStore(engine)
+    view = CustomerViewStore(engine)
+    forwarding = ForwardingStatusService(settings, outbox, links, clock, items, corrections, watch)
     return Services(
         credentials=CredentialService(credential_store, clock),
         authenticator=Authenticator(
@@ -134,12 +150,23 @@ def build_services(
             touch_interval=settings.auth_last_used_interval,
             disabled=settings.auth_disabled,
         ),
-        rate_limits=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst, clock),
+        rate_limits=(
+            TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst, clock)
+            if shared_limits is None
+            else SharedTokenBuckets(
+                shared_limits,
+                settings.rate_limit_rps,
+                settings.rate_limit_burst,
+                clock,
+                database_clock=database_clock,
+            )
+        ),
         settings=settings,
         clock=clock,
         engine=engine,
         store=store,
         telemetry=telemetry,
+        queue_gauges=QueueGauges(outbox, telemetry, clock),
         ingest=IngestService(
             store,
             catalogue,
@@ -152,15 +179,9 @@ def build_services(
         usage=usage,
         outbox=outbox,
         links=links,
-        forwarding=ForwardingStatusService(
-            settings,
-            outbox,
-            links,
-            clock,
-            items,
-            corrections,
-            watch,
-        ),
+        forwarding=forwarding,
+        linking=LinkingService(links, clock, items, client),
+        customers=CustomersService(view, links, clock, forwarding.unbillable),
         corrections=corrections,
         instances=InstanceService(corrections, clock),
         webhooks=WebhookService(
@@ -175,11 +196,20 @@ def build_services(
         ),
         stripe=connection,
         reconciler=ReconcileService(
-            client, settings.stripe_mode, links, outbox, usage, catalogue, clock
+            client, settings.stripe_mode, links, outbox, usage, catalogue, clock, view
         ),
         forwarder=forwarder
         or _make_forwarder(
-            settings, client, items, watch, outbox, links, catalogue, clock, telemetry
+            settings,
+            client,
+            items,
+            watch,
+            outbox,
+            links,
+            catalogue,
+            clock,
+            telemetry,
+            make_limiter(settings, shared_limits, clock, database_clock=database_clock),
         ),
     )
 
@@ -194,6 +224,7 @@ def _make_forwarder(
     catalogue: MetricCatalogue,
     clock: Clock,
     telemetry: CollectorMetrics,
+    limiter: CallLimiter,
 ) -> Forwarder | None:
     """The outbox worker, or ``None`` while forwarding is off or no Stripe key is configured."""
     if settings.stripe_mode is StripeMode.OFF or client is None:
@@ -210,7 +241,9 @@ def _make_forwarder(
         period_refresh=timedelta(seconds=settings.stripe_period_refresh),
     )
     sender = make_sender(settings, client, links, clock)
-    return Forwarder(outbox, links, sender, catalogue, clock, telemetry, config, periods=items)
+    return Forwarder(
+        outbox, links, sender, catalogue, clock, telemetry, config, periods=items, limiter=limiter
+    )
 
 
 def create_app(settings: CollectorSettings, services: Services | None = None) -> Litestar:
@@ -228,11 +261,31 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
                 "this collector can report, read and manage usage. Local demos only."
             )
 
+    async def describe_rate_limits() -> None:
+        if settings.is_sqlite:
+            log.info(
+                "SQLite means one replica: COLLECTOR_STRIPE_MAX_RPS and the per-token rate "
+                "limits are kept in this process's memory and hold for it alone; run more "
+                "replicas only on PostgreSQL",
+                stripe_max_rps=settings.stripe_max_rps,
+                rate_limit_rps=settings.rate_limit_rps,
+            )
+        else:
+            log.info(
+                "rate limits are shared by every replica through PostgreSQL",
+                stripe_max_rps=settings.stripe_max_rps,
+                rate_limit_rps=settings.rate_limit_rps,
+                rate_limit_burst=settings.rate_limit_burst,
+            )
+
     async def start_forwarder() -> None:
         if built.forwarder is not None and settings.forwarder_enabled:
             tasks.append(asyncio.create_task(built.forwarder.run(stop)))
         elif settings.stripe_mode is not StripeMode.OFF and settings.stripe_api_key is None:
             log.warning("no COLLECTOR_STRIPE_API_KEY: reports are stored and forwards wait")
+
+    async def start_queue_gauges() -> None:
+        tasks.append(asyncio.create_task(built.queue_gauges.run(stop)))
 
     async def dispose() -> None:
         stop.set()
@@ -248,6 +301,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
         route_handlers=[
             UsageController,
             ForwardingController,
+            CustomersController,
             BillingController,
             StripeWebhookController,
             AdminController,
@@ -265,6 +319,9 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "webhooks": constant(built.webhooks),
             "reconciler": constant(built.reconciler),
             "credentials": constant(built.credentials),
+            "schema_readiness": constant(SchemaReadiness(built.engine, built.clock)),
+            "linking": constant(built.linking),
+            "customers": constant(built.customers),
             "authenticator": constant(built.authenticator),
         },
         exception_handlers={Exception: make_exception_handler(built.telemetry)},
@@ -276,7 +333,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             BodyShape(settings.max_body_bytes),
         ],
         guards=[fail_closed],
-        on_startup=[warn_if_open, start_forwarder],
+        on_startup=[warn_if_open, describe_rate_limits, start_forwarder, start_queue_gauges],
         before_request=refuse_stray_query_parameters,
         on_shutdown=[dispose],
         logging_config=None,

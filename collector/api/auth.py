@@ -17,9 +17,11 @@ customer the guards cannot see (one in a body).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
@@ -27,10 +29,12 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from collector.errors import BadRequest, Forbidden, RateLimited, Unauthorized
-from collector.services.auth import Authenticator
+from collector.services.auth import Authenticator, bearer_secret
+from collector.services.credentials import KEY_PREFIX, TOKEN_PREFIX, hash_secret
 from collector.services.principals import Kind, Principal, Role
-from collector.services.token_buckets import TokenBuckets
+from collector.services.token_buckets import RequestLimits
 
+log = structlog.get_logger("collector.auth")
 PUBLIC = "public"
 PUBLIC_PATH_PREFIXES = ("/schema",)
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
@@ -44,6 +48,69 @@ def is_public(handler: BaseRouteHandler, path: str) -> bool:
     return methods is not None and set(methods) == {"OPTIONS"}
 
 
+def presented(authorization: str | None) -> dict[str, str]:
+    """What a refused request presented, safe to log: never the secret.
+
+    The kind of credential by its prefix, and the first 12 hex digits of the secret's SHA-256,
+    which are the start of its ``credentials.secret_hash`` when the collector issued it.
+    """
+    try:
+        secret = bearer_secret(authorization)
+    except Unauthorized:
+        return {"credential": "malformed" if authorization else "none"}
+    kind = (
+        "ingest_token"
+        if secret.startswith(TOKEN_PREFIX)
+        else "operator_key"
+        if secret.startswith(KEY_PREFIX)
+        else "unknown"
+    )
+    return {"credential": kind, "secret_sha256_prefix": hash_secret(secret)[:12]}
+
+
+def log_refused(scope: Scope, error: Unauthorized | Forbidden, **credential: Any) -> None:
+    """``auth_refused``: a 401 or a 403, with the path and why, never the secret or the query."""
+    log.warning(
+        "auth_refused",
+        status=error.status_code,
+        method=scope.get("method"),
+        path=scope.get("path"),
+        reason=error.detail,
+        **credential,
+    )
+
+
+_KIND_NAMES: dict[Kind | None, str] = {Kind.INGEST: "ingest_token", Kind.OPERATOR: "operator_key"}
+
+
+def _refused_principal(scope: Scope, error: Unauthorized | Forbidden) -> None:
+    principal = scope.get("auth")
+    if isinstance(principal, Principal):
+        log_refused(
+            scope,
+            error,
+            credential_id=principal.credential_id,
+            credential=_KIND_NAMES.get(principal.kind, "none"),
+            customer_id=principal.customer_id,
+        )
+    else:
+        log_refused(scope, error)
+
+
+def _logged(guard: Guard) -> Guard:
+    """``guard``, logging each refusal it raises as ``auth_refused``."""
+
+    @functools.wraps(guard)
+    def logged(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        try:
+            guard(connection, handler)
+        except (Unauthorized, Forbidden) as exc:
+            _refused_principal(connection.scope, exc)
+            raise
+
+    return logged
+
+
 def _declared_guards(handler: BaseRouteHandler) -> list[object]:
     """The guards as written on the handler and its controller (Litestar wraps resolved ones)."""
     return [guard for layer in handler.ownership_layers for guard in (layer.guards or [])]
@@ -54,7 +121,7 @@ class AuthenticationMiddleware(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, authenticator: Authenticator, buckets: TokenBuckets) -> None:
+    def __init__(self, authenticator: Authenticator, buckets: RequestLimits) -> None:
         self._authenticator = authenticator
         self._buckets = buckets
         self.should_bypass_for_scope = lambda scope: is_public(
@@ -67,9 +134,13 @@ class AuthenticationMiddleware(ASGIMiddleware):
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        principal = await self._authenticator.authenticate(authorization)
+        try:
+            principal = await self._authenticator.authenticate(authorization)
+        except Unauthorized as exc:
+            log_refused(scope, exc, **presented(authorization))
+            raise
         if not principal.unrestricted:
-            wait = self._buckets.take(principal.credential_id)
+            wait = await self._buckets.admit(principal.credential_id)
             if wait > 0:
                 raise RateLimited(
                     f"more than the allowed requests for {principal.credential_id}; "
@@ -90,7 +161,11 @@ def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Princip
 
 def authorize_customer(connection: ASGIConnection[Any, Any, Any, Any], customer_id: str) -> None:
     """403 unless the caller may act for ``customer_id`` (its token's or key's customer)."""
-    current_principal(connection).check_customer(customer_id)
+    try:
+        current_principal(connection).check_customer(customer_id)
+    except (Unauthorized, Forbidden) as exc:
+        _refused_principal(connection.scope, exc)
+        raise
 
 
 def _requested_customer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -105,6 +180,7 @@ def _requested_customer(connection: ASGIConnection[Any, Any, Any, Any]) -> str |
     return str(customer) if customer is not None else None
 
 
+@_logged
 def ingest_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Only an ingest token (its customer is checked against the body by the handler)."""
     principal = current_principal(connection)
@@ -133,7 +209,7 @@ def _operator(role: Role) -> Guard:
             principal.check_customer(customer)
 
     guard.__name__ = guard.__qualname__ = role.value
-    return guard
+    return _logged(guard)
 
 
 viewer = _operator(Role.VIEWER)

@@ -13,9 +13,11 @@ from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import BatchRow
 from collector.api.auth import current_principal, editor, viewer
+from collector.api.customers import LINK_ERRORS, LinkIn, LinkOut
 from collector.api.schemas import ErrorBody
 from collector.services.forwarding_status import ForwardingStatus, ForwardingStatusService
 from collector.services.instances import InstanceService
+from collector.services.linking import LinkingService
 
 
 class AgeingOut(BaseModel):
@@ -35,6 +37,13 @@ class WaitingOut(BaseModel):
     reason: str = Field(description="Why its usage has no billing period yet, and what fixes it.")
 
 
+class UnlinkedOut(BaseModel):
+    customer_id: str
+    forwards: int = Field(description="Its report metrics waiting for a link.")
+    oldest_window_end: datetime
+    waiting_seconds: float = Field(description="Seconds since the oldest one's window end.")
+
+
 class StatusOut(BaseModel):
     mode: str
     enabled: bool
@@ -50,12 +59,23 @@ class StatusOut(BaseModel):
     waiting: list[WaitingOut] = Field(
         description="Customers whose waiting usage has no billing period to go to yet."
     )
+    customers_unbilled: dict[str, int] = Field(
+        description="Customers with usage Stripe has not acknowledged, by reason: unlinked (no "
+        "Stripe customer linked), waiting (linked, not sent or acknowledged yet), dead (an open "
+        "dead letter). A customer can count under more than one reason."
+    )
+    unlinked_customers: list[UnlinkedOut] = Field(
+        description="Customers whose usage waits because no Stripe customer is linked, oldest "
+        "waiting first (at most 50; customers_unbilled.unlinked counts them all). Link one with "
+        "POST /api/forwarding/customers/{id}/link."
+    )
 
     @classmethod
     def of(cls, status: ForwardingStatus) -> StatusOut:
         values = vars(status) | {
             "ageing": [AgeingOut(**vars(a)) for a in status.ageing],
             "waiting": [WaitingOut(**vars(w)) for w in status.waiting],
+            "unlinked_customers": [UnlinkedOut(**vars(u)) for u in status.unlinked_customers],
         }
         return cls(**values)
 
@@ -114,10 +134,6 @@ class BatchOut(BaseModel):
         return cls(**{name: getattr(row, name) for name in cls.model_fields})
 
 
-class LinkIn(BaseModel):
-    stripe_customer_id: str = Field(pattern=r"^cus_[A-Za-z0-9]{1,60}$")
-
-
 class ForwardingController(Controller):
     path = "/api/forwarding"
     tags = ["forwarding"]
@@ -164,20 +180,25 @@ class ForwardingController(Controller):
     @post(
         "/customers/{customer_id:str}/link",
         status_code=200,
-        summary="Link a customer to Stripe",
+        summary="Link a customer to Stripe (same as POST /api/customers/{customer_id}/link)",
         guards=[editor],
+        responses=LINK_ERRORS,
     )
     async def link(
         self,
         request: Request[Any, Any, Any],
         customer_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         data: JSONBody[LinkIn],
-        forwarding: NamedDependency[ForwardingStatusService],
-    ) -> dict[str, str]:
-        await forwarding.link(
-            customer_id, data.stripe_customer_id, current_principal(request).describe()
+        linking: NamedDependency[LinkingService],
+    ) -> LinkOut:
+        result = await linking.link(
+            customer_id,
+            data.stripe_customer_id,
+            replace=data.replace,
+            share=data.share,
+            actor=current_principal(request).describe(),
         )
-        return {"customer_id": customer_id, "stripe_customer_id": data.stripe_customer_id}
+        return LinkOut.of(result)
 
     @post(
         "/batches/{batch_id:int}/rebill",

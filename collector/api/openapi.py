@@ -1,12 +1,27 @@
-"""OpenAPI for bodies the handlers decode themselves, built from the pydantic JSON schema."""
+"""The OpenAPI document and its pages: bodies the handlers decode themselves, offline UIs.
+
+The report body's schema is built from the pydantic JSON schema. Swagger UI (`/schema/swagger`)
+and Redoc (`/schema/redoc`, also `/schema`) load their scripts and styles from the collector
+itself, `/schema/assets/...` (``openapi_assets/``), never from a CDN, so the API docs work on a
+cluster without internet access. Like every `/schema` path they need no credential.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+from litestar import Router
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    RedocRenderPlugin,
+    SwaggerRenderPlugin,
+    YamlRenderPlugin,
+)
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -16,8 +31,10 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.static_files import create_static_files_router
 from pydantic import TypeAdapter
 
+from collector.api.auth import PUBLIC
 from common import __version__
 from common.schema import LegacyUsageReport, UsageReport
 
@@ -25,6 +42,15 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 REPORT_BODY = "UsageReportBody"
 _RENAMED = {"not": "schema_not", "if": "schema_if", "else": "schema_else"}
 _SCHEMA_FIELDS = {f.name for f in fields(Schema)}
+
+SCHEMA_PATH = "/schema"
+ASSETS = Path(__file__).with_name("openapi_assets")
+ASSETS_URL = f"{SCHEMA_PATH}/assets"
+SWAGGER_UI = f"{ASSETS_URL}/swagger-ui-5.35.0"
+REDOC = f"{ASSETS_URL}/redoc-2.5.2"
+FAVICON = f"<link rel='icon' type='image/png' href='{SWAGGER_UI}/favicon-32x32.png'>"
+# a directory per version: an asset's URL never changes its content
+ASSET_CACHE = CacheControlHeader(public=True, max_age=7 * 24 * 3600)
 
 
 def _snake(key: str) -> str:
@@ -72,12 +98,42 @@ def _report_body_schemas() -> dict[str, Schema]:
     return schemas
 
 
+def render_plugins() -> list[Any]:
+    """Redoc (the default page), Swagger UI and the JSON and YAML documents, all same-origin."""
+    return [
+        RedocRenderPlugin(
+            path="/redoc",
+            js_url=f"{REDOC}/redoc.standalone.js",
+            google_fonts=False,
+            favicon=FAVICON,
+        ),
+        SwaggerRenderPlugin(
+            path="/swagger",
+            js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
+            favicon=FAVICON,
+        ),
+        JsonRenderPlugin(),
+        YamlRenderPlugin(),
+    ]
+
+
 def openapi_config() -> OpenAPIConfig:
+    assets = create_static_files_router(
+        path=ASSETS_URL.removeprefix(SCHEMA_PATH),
+        directories=[ASSETS],
+        name="openapi_assets",
+        cache_control=ASSET_CACHE,
+        include_in_schema=False,
+        opt={PUBLIC: True},
+    )
     return OpenAPIConfig(
         title="Usage collector",
         version=__version__,
         description="Stores usage reports from customer agents and forwards usage to Stripe.",
-        path="/schema",
+        render_plugins=render_plugins(),
+        openapi_router=Router(SCHEMA_PATH, route_handlers=[assets], include_in_schema=False),
     )
 
 

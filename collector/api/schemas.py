@@ -9,6 +9,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import ReportRow, StoredReport
+from collector.services.usage import PeriodSource
 from common.billing_periods import PeriodBounds
 from common.schema import MetricCoverage, MetricNumber
 
@@ -113,6 +114,11 @@ class TotalsResponse(BaseModel):
     customer_id: str
     since: datetime
     until: datetime
+    period_source: PeriodSource = Field(
+        description="Where the period came from: `subscription`, the customer's current billing "
+        "period (the one `/reconcile` uses); `calendar`, the current UTC month (no link, no "
+        "known period or no live subscription); `request`, both `since` and `until` were given."
+    )
     complete: bool = Field(description=COMPLETE)
     incomplete_windows: int = Field(description=INCOMPLETE_REPORTS)
     totals: list[MetricTotalOut] = Field(

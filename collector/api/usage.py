@@ -132,21 +132,26 @@ class UsageController(Controller):
         customer_id: CustomerId,
         usage: NamedDependency[UsageService],
         since: Annotated[
-            datetime | None, Parameter(description="Period start; default: month start.")
+            datetime | None,
+            Parameter(description="Period start; default: the current period's start."),
         ] = None,
         until: Annotated[
-            datetime | None, Parameter(description="Period end; default: month end.")
+            datetime | None,
+            Parameter(description="Period end; default: the current period's end."),
         ] = None,
     ) -> TotalsResponse:
         """Folds the stored windows by each metric's semantics: sum, newest or peak.
 
-        Windows ending in `(since, until]` count. `complete` is false when any of them was not
-        measured in full; `incomplete_windows` says how many, in all and per metric."""
+        Windows ending in `(since, until]` count. The period defaults to the customer's current
+        billing period, the one `/reconcile` uses, or the current UTC month when none is known;
+        `period_source` says which. `complete` is false when any window was not measured in
+        full; `incomplete_windows` says how many, in all and per metric."""
         period = await usage.totals(customer_id, since, until)
         return TotalsResponse(
             customer_id=customer_id,
             since=period.since,
             until=period.until,
+            period_source=period.period_source,
             complete=period.complete,
             incomplete_windows=period.incomplete.reports,
             totals=[MetricTotalOut(**vars(total)) for total in period.totals],

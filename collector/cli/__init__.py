@@ -1,4 +1,11 @@
-"""`usage-collector`: serve the API and manage the database."""
+"""`usage-collector`: serve the API and manage the database.
+
+`serve` logs JSON lines (console text with COLLECTOR_LOG_JSON=false); every other command logs
+console text to stderr and prints its result alone on stdout, as text or with `--output json`.
+A failure is one line on stderr (see :mod:`collector.cli.errors`); `--debug` adds the traceback.
+Every command that uses the database refuses one that is not migrated, except `serve`, which
+migrates it first (unless `--no-migrate`: then readiness fails until `db upgrade` has run).
+"""
 
 from __future__ import annotations
 
@@ -13,36 +20,56 @@ import uvicorn
 from pydantic import ValidationError
 
 from collector.adapters.db.engine import create_engine, redacted
-from collector.adapters.db.links import Link, LinkStore
-from collector.adapters.db.migrate import current_revision, head_revision, upgrade
+from collector.adapters.db.links import LinkStore
+from collector.adapters.db.migrate import require_migrated, schema_state_of, upgrade
+from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.stripe.catalog import StripeCatalog
-from collector.api.app import Services, create_app
+from collector.api.app import create_app
 from collector.api.header_deadline import http_protocol
-from collector.cli.billing import forwarding, instances, run_with_services
+from collector.cli.billing import forwarding, instances
 from collector.cli.credentials import keys, tokens
-from collector.errors import CollectorError, StripeNotConfigured
+from collector.cli.customers import customers
+from collector.cli.errors import OneLineErrors, invalid_settings
+from collector.cli.output import JSON, emit_json, fields, output_option
+from collector.errors import CollectorError
 from collector.secrets import register_settings_secrets
 from collector.services.forwarding_setup import stripe_connection
+from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.stripe_setup import SetupResult, StripeSetup, Verification
-from collector.services.subscriptions import link_customer
 from collector.settings import CollectorSettings, load_settings
 from common import __version__
+from common.clock import SystemClock
 from common.logs import configure_logging
 
 log = structlog.get_logger("collector")
 
+# Libraries that log every request or statement at INFO; held at WARNING unless
+# COLLECTOR_LOG_LEVEL=debug, so one Stripe call is not three log lines.
+QUIET_LOGGERS = (
+    "stripe",
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy",
+    "alembic",
+    "uvicorn.access",
+)
 
-def _settings(ctx: click.Context, **overrides: Any) -> CollectorSettings:
+
+def _settings(ctx: click.Context, *, server: bool = False, **overrides: Any) -> CollectorSettings:
+    """Load the settings once per command and set up logging: JSON only for ``serve``."""
     try:
         settings = load_settings(ctx.obj.get("secrets_dir"), **overrides)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid collector settings:\n{exc}") from exc
+        raise invalid_settings(exc) from exc
     register_settings_secrets(settings)
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=server and settings.log_json, quiet=QUIET_LOGGERS)
     return settings
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(__version__, prog_name="usage-collector")
 @click.option(
     "--secrets-dir",
@@ -50,11 +77,17 @@ def _settings(ctx: click.Context, **overrides: Any) -> CollectorSettings:
     envvar="COLLECTOR_SECRETS_DIR",
     help="Directory of secret files named like the settings (e.g. collector_stripe_api_key).",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="On a failure, print the traceback (redacted) before the one-line message.",
+)
 @click.pass_context
-def main(ctx: click.Context, secrets_dir: Path | None) -> None:
+def main(ctx: click.Context, secrets_dir: Path | None, debug: bool) -> None:
     """Usage collector: stores usage reports and forwards them to Stripe."""
     ctx.ensure_object(dict)
     ctx.obj["secrets_dir"] = secrets_dir
+    ctx.obj["debug"] = debug
     ctx.obj["load_settings"] = _settings
 
 
@@ -62,6 +95,7 @@ main.add_command(tokens)
 main.add_command(keys)
 main.add_command(instances)
 main.add_command(forwarding)
+main.add_command(customers)
 
 
 @main.command()
@@ -81,10 +115,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, migrate: bool)
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = _settings(ctx, **overrides)
+    settings = _settings(ctx, server=True, **overrides)
     url = settings.async_database_url()
     if migrate:
-        upgrade(url)
+        done = upgrade(url)
+        if done.before != done.after:
+            log.info("database migrated", previous=done.before, revision=done.after)
+    else:
+        _warn_unless_migrated(url)
     log.info(
         "collector starting",
         host=settings.host,
@@ -103,6 +141,22 @@ def serve(ctx: click.Context, host: str | None, port: int | None, migrate: bool)
     )
 
 
+def _warn_unless_migrated(url: str) -> None:
+    """`serve --no-migrate`: say at start why readiness will fail; serving goes on regardless."""
+    try:
+        state = asyncio.run(schema_state_of(url))
+    except CollectorError as exc:
+        log.warning("database not reachable at start", detail=exc.detail)
+        return
+    if not state.migrated:
+        log.warning(
+            "database not migrated: /health/ready answers 503 until "
+            "`usage-collector db upgrade` has run",
+            revision=state.current,
+            head=state.head,
+        )
+
+
 @main.group()
 def db() -> None:
     """Database migrations."""
@@ -115,77 +169,35 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Apply migrations up to REVISION."""
     settings = _settings(ctx)
     url = settings.async_database_url()
-    upgrade(url, revision)
-    click.echo(f"database {redacted(url)} is at revision {revision}")
+    done = upgrade(url, revision)
+    if done.before == done.after:
+        click.echo(f"database {redacted(url)} is already at revision {done.after}")
+    else:
+        click.echo(
+            f"database {redacted(url)} upgraded from {done.before or 'an empty schema'} "
+            f"to revision {done.after}"
+        )
 
 
 @db.command("current")
+@output_option
 @click.pass_context
-def db_current(ctx: click.Context) -> None:
+def db_current(ctx: click.Context, output: str) -> None:
     """Print the database's revision and the newest one this version knows."""
     settings = _settings(ctx)
-    current = asyncio.run(current_revision(settings.async_database_url()))
-    click.echo(f"current: {current or 'none'}\nhead:    {head_revision()}")
-
-
-@main.group()
-def customers() -> None:
-    """Links between collector customers and Stripe customers."""
-
-
-@customers.command("link")
-@click.argument("customer_id")
-@click.argument("stripe_customer_id")
-@click.pass_context
-def customers_link(ctx: click.Context, customer_id: str, stripe_customer_id: str) -> None:
-    """Bill CUSTOMER_ID's usage to Stripe customer STRIPE_CUSTOMER_ID (cus_...)."""
-    if not stripe_customer_id.startswith("cus_"):
-        raise click.BadParameter(
-            "a Stripe customer id starts with cus_", param_hint="STRIPE_CUSTOMER_ID"
+    state = asyncio.run(schema_state_of(settings.async_database_url()))
+    if output == JSON:
+        emit_json({"current": state.current, "head": state.head, "migrated": state.migrated})
+        return
+    click.echo(
+        fields(
+            [
+                ("current", state.current or "none"),
+                ("head", state.head),
+                ("state", state.describe()),
+            ]
         )
-    settings = _settings(ctx)
-
-    async def link(services: Services) -> str | None:
-        """Read the subscription first, so link, items and billing period land together."""
-        subscription = await link_customer(
-            services.links,
-            services.clock,
-            customer_id,
-            stripe_customer_id,
-            services.forwarding.subscription_reader,
-            actor="cli",
-        )
-        return str(subscription["id"]) if subscription else None
-
-    subscription_id = run_with_services(settings, link)
-    click.echo(f"linked {customer_id} -> {stripe_customer_id}")
-    if subscription_id:
-        click.echo(f"subscription {subscription_id}: items and billing periods stored")
-    elif settings.stripe_api_key is not None:
-        click.echo(
-            "no live subscription, or Stripe could not be read: usage waits until the "
-            "subscription is known (the forwarder reads it again), and bills in UTC calendar "
-            "months only if the customer has no subscription at all"
-        )
-    else:
-        click.echo("no COLLECTOR_STRIPE_API_KEY: the billing period is read once one is set")
-
-
-@customers.command("list")
-@click.pass_context
-def customers_list(ctx: click.Context) -> None:
-    """Print every linked customer."""
-    settings = _settings(ctx)
-
-    async def rows() -> list[Link]:
-        engine = create_engine(settings.async_database_url())
-        try:
-            return await LinkStore(engine).all()
-        finally:
-            await engine.dispose()
-
-    for link in asyncio.run(rows()):
-        click.echo(f"{link.customer_id}\t{link.stripe_customer_id}\t{link.subscription_id or '-'}")
+    )
 
 
 @main.group()
@@ -213,11 +225,8 @@ def stripe_sandbox(
 def _with_stripe_setup[T](
     settings: CollectorSettings, use: Callable[[StripeSetup], Awaitable[T]]
 ) -> T:
-    """Run ``use`` against Stripe, closing the connection after; errors become CLI errors."""
-    try:
-        connection = stripe_connection(settings)
-    except StripeNotConfigured as exc:
-        raise click.ClickException(exc.detail) from exc
+    """Run ``use`` against Stripe, closing the connection after (no key: StripeNotConfigured)."""
+    connection = stripe_connection(settings)
 
     async def run() -> T:
         try:
@@ -225,19 +234,20 @@ def _with_stripe_setup[T](
         finally:
             await connection.aclose()
 
-    try:
-        return asyncio.run(run())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    return asyncio.run(run())
 
 
 @stripe.command("setup")
 @click.option("--legacy", is_flag=True, help="Legacy metered prices (usage records), no meters.")
+@output_option
 @click.pass_context
-def stripe_setup(ctx: click.Context, legacy: bool) -> None:
+def stripe_setup(ctx: click.Context, legacy: bool, output: str) -> None:
     """Create the product, meters and prices the catalogue needs; reuses what exists."""
     settings = _settings(ctx)
     result: SetupResult = _with_stripe_setup(settings, lambda setup: setup.apply(legacy=legacy))
+    if output == JSON:
+        emit_json(result)
+        return
     click.echo(f"product  {result.product_id}")
     for event_name, meter_id in sorted(result.meters.items()):
         click.echo(f"meter    {meter_id}  {event_name}")
@@ -253,24 +263,44 @@ def stripe_setup(ctx: click.Context, legacy: bool) -> None:
 
 @stripe.command("verify")
 @click.option("--legacy", is_flag=True, help="Check legacy metered prices instead of meters.")
+@output_option
 @click.pass_context
-def stripe_verify(ctx: click.Context, legacy: bool) -> None:
+def stripe_verify(ctx: click.Context, legacy: bool, output: str) -> None:
     """Compare the catalogue and linked customers with Stripe; exit 1 when out of sync."""
     settings = _settings(ctx)
 
     async def check(setup: StripeSetup) -> Verification:
         engine = create_engine(settings.async_database_url())
         try:
-            links = await LinkStore(engine).all()
+            await require_migrated(engine)
+            links = LinkStore(engine)
+            status = ForwardingStatusService(settings, OutboxStore(engine), links, SystemClock())
+            unbillable = await status.unbillable()
+            report = await setup.verify(await links.all(), legacy=legacy)
         finally:
             await engine.dispose()
-        return await setup.verify(links, legacy=legacy)
+        for waiting in unbillable:
+            report.issues.append(
+                f"customer {waiting.customer_id}: usage stored but not billable: {waiting.reason}"
+            )
+        return report
 
     report = _with_stripe_setup(settings, check)
-    click.echo(f"in_sync: {'true' if report.in_sync else 'false'}")
-    for issue in report.issues:
-        click.echo(f"issue: {issue}")
-    for recommendation in dict.fromkeys(report.recommendations):
-        click.echo(f"recommendation: {recommendation}")
+    recommendations = list(dict.fromkeys(report.recommendations))
+    if output == JSON:
+        emit_json(
+            {
+                "in_sync": report.in_sync,
+                "issues": report.issues,
+                "recommendations": recommendations,
+                "checked": report.checked,
+            }
+        )
+    else:
+        click.echo(f"in_sync: {'true' if report.in_sync else 'false'}")
+        for issue in report.issues:
+            click.echo(f"issue: {issue}")
+        for recommendation in recommendations:
+            click.echo(f"recommendation: {recommendation}")
     if not report.in_sync:
         ctx.exit(1)

@@ -12,27 +12,30 @@ from typing import Any
 
 import click
 
+from collector.adapters.db.migrate import require_migrated
 from collector.api.app import Services, build_services
-from collector.errors import CollectorError
+from collector.cli.output import JSON, emit_json, output_option, table
 from collector.settings import CollectorSettings
 
 
 def run_with_services[T](
     settings: CollectorSettings, action: Callable[[Services], Awaitable[T]]
 ) -> T:
-    """Build the services once, run ``action``, close them; collector errors become messages."""
+    """Build the services once, run ``action`` on a migrated database, close them.
+
+    An unreachable or unmigrated database is refused before ``action`` starts; collector errors
+    reach the top-level group, which prints them on one line.
+    """
 
     async def run() -> T:
         services = build_services(settings.model_copy(update={"forwarder_enabled": False}))
         try:
+            await require_migrated(services.engine)
             return await action(services)
         finally:
             await services.close()
 
-    try:
-        return asyncio.run(run())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    return asyncio.run(run())
 
 
 def settings_of(ctx: click.Context) -> CollectorSettings:
@@ -48,14 +51,18 @@ def instances() -> None:
 @instances.command("retire")
 @click.argument("customer_id")
 @click.argument("instance_id")
+@output_option
 @click.pass_context
-def instances_retire(ctx: click.Context, customer_id: str, instance_id: str) -> None:
+def instances_retire(ctx: click.Context, customer_id: str, instance_id: str, output: str) -> None:
     """Stop billing INSTANCE_ID's last device count; its messages and peaks stay billed."""
 
     async def retire(services: Services) -> Any:
         return await services.instances.retire(customer_id, instance_id, actor="cli")
 
     retired = run_with_services(settings_of(ctx), retire)
+    if output == JSON:
+        emit_json(retired)
+        return
     click.echo(
         f"retired {instance_id} of {customer_id}: {', '.join(retired.metrics)} no longer "
         "billed for it (reports it sends later count again)"
@@ -68,28 +75,39 @@ def forwarding() -> None:
 
 
 @forwarding.command("ageing")
+@output_option
 @click.pass_context
-def forwarding_ageing(ctx: click.Context) -> None:
+def forwarding_ageing(ctx: click.Context, output: str) -> None:
     """List waiting usage near or past Stripe's 35-day limit."""
 
     async def ageing(services: Services) -> Any:
         return await services.forwarding.ageing()
 
     rows = run_with_services(settings_of(ctx), ageing)
-    if not rows:
+    if output == JSON:
+        emit_json(rows)
+    elif not rows:
         click.echo("no waiting usage near Stripe's 35-day limit")
-    for row in rows:
+    else:
         click.echo(
-            f"{row.customer_id}\t{row.metric}\t{row.forwards} windows\toldest "
-            f"{row.oldest_window_end.isoformat()}\texpires {row.expires_at.isoformat()}"
+            table(
+                ("customer", "metric", "windows", "oldest window end", "expires"),
+                (
+                    (r.customer_id, r.metric, r.forwards, r.oldest_window_end, r.expires_at)
+                    for r in rows
+                ),
+            )
         )
 
 
 @forwarding.command("rebill")
 @click.option("--batch", "batch_id", type=int, default=None, help="One dead batch by id.")
 @click.option("--customer", "customer_id", default=None, help="Every aged batch of a customer.")
+@output_option
 @click.pass_context
-def forwarding_rebill(ctx: click.Context, batch_id: int | None, customer_id: str | None) -> None:
+def forwarding_rebill(
+    ctx: click.Context, batch_id: int | None, customer_id: str | None, output: str
+) -> None:
     """Bill usage Stripe refused as older than 35 days into the current period (audited)."""
     if (batch_id is None) == (customer_id is None):
         raise click.UsageError("give exactly one of --batch or --customer")
@@ -100,6 +118,9 @@ def forwarding_rebill(ctx: click.Context, batch_id: int | None, customer_id: str
         )
 
     done = run_with_services(settings_of(ctx), rebill)
+    if output == JSON:
+        emit_json(done)
+        return
     if not done:
         click.echo("nothing to rebill: no batch Stripe refused as too old")
     for record in done:

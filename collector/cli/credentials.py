@@ -4,69 +4,80 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from collector.adapters.db.credentials import Credential, CredentialStore
 from collector.adapters.db.engine import create_engine
-from collector.errors import CollectorError
-from collector.secrets import register_settings_secrets
-from collector.services.credentials import CredentialService
+from collector.adapters.db.migrate import require_migrated
+from collector.cli.billing import settings_of
+from collector.cli.output import JSON, emit_json, output_option, plain, table
+from collector.services.credentials import CredentialService, Issued
 from collector.services.principals import Kind, Role
-from collector.settings import CollectorSettings, load_settings
 from common.clock import SystemClock
-from common.logs import configure_logging
-
-
-def _settings(ctx: click.Context) -> CollectorSettings:
-    secrets_dir: Path | None = (ctx.find_root().obj or {}).get("secrets_dir")
-    try:
-        settings = load_settings(secrets_dir)
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid collector settings:\n{exc}") from exc
-    register_settings_secrets(settings)
-    configure_logging(settings.log_level, json=settings.log_json)
-    return settings
 
 
 def _run[T](ctx: click.Context, action: Callable[[CredentialService], Awaitable[T]]) -> T:
-    settings = _settings(ctx)
+    """Run ``action`` on a migrated database; an unmigrated one is refused before it starts."""
+    settings = settings_of(ctx)
 
     async def run() -> T:
         engine = create_engine(settings.async_database_url())
         try:
+            await require_migrated(engine)
             return await action(CredentialService(CredentialStore(engine), SystemClock()))
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(run())
-    except CollectorError as exc:
-        raise click.ClickException(exc.detail) from exc
+    return asyncio.run(run())
 
 
-def _line(credential: Credential) -> str:
-    used = credential.last_used_at.isoformat() if credential.last_used_at else "never"
-    revoked = f"revoked {credential.revoked_at.isoformat()}" if credential.revoked_at else "active"
-    who = credential.role or "ingest"
-    return "\t".join(
-        [
-            credential.id,
-            who,
-            credential.customer_id or "*",
-            credential.name or "-",
-            f"created {credential.created_at.isoformat()}",
-            f"last used {used}",
-            revoked,
-        ]
+def _state(credential: Credential) -> str:
+    if credential.revoked_at is None:
+        return "active"
+    return f"revoked {credential.revoked_at.isoformat(timespec='seconds')}"
+
+
+def _record(credential: Credential) -> dict[str, Any]:
+    return {**plain(credential), "state": "revoked" if credential.revoked else "active"}
+
+
+def _print_list(credentials: list[Credential], output: str) -> None:
+    if output == JSON:
+        emit_json([_record(c) for c in credentials])
+        return
+    if not credentials:
+        click.echo("none")
+        return
+    click.echo(
+        table(
+            ("id", "role", "customer", "name", "created", "last used", "state"),
+            (
+                (
+                    c.id,
+                    c.role or "ingest",
+                    c.customer_id or "*",
+                    c.name,
+                    c.created_at,
+                    c.last_used_at or "never",
+                    _state(c),
+                )
+                for c in credentials
+            ),
+        )
     )
 
 
-def _print_secret(kind: str, credential: Credential, secret: str) -> None:
-    click.echo(f"{kind} {credential.id} created; it is shown only now and stored only hashed:")
-    click.echo(secret)
+def _print_secret(kind: str, issued: Issued, output: str) -> None:
+    """The secret on stdout's last line (scripts take that line); JSON carries it as ``secret``."""
+    if output == JSON:
+        emit_json({**_record(issued.credential), "secret": issued.secret})
+        return
+    click.echo(
+        f"{kind} {issued.credential.id} created; it is shown only now and stored only hashed:"
+    )
+    click.echo(issued.secret)
 
 
 @click.group()
@@ -77,20 +88,21 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--customer", "customer_id", required=True, help="Customer the token reports for.")
 @click.option("--name", default=None, help="A label, e.g. the cluster it is for.")
+@output_option
 @click.pass_context
-def tokens_create(ctx: click.Context, customer_id: str, name: str | None) -> None:
+def tokens_create(ctx: click.Context, customer_id: str, name: str | None, output: str) -> None:
     """Create a token and print it once (set it as AGENT_COLLECTOR_TOKEN)."""
     issued = _run(ctx, lambda service: service.create_token(customer_id, name))
-    _print_secret("token", issued.credential, issued.secret)
+    _print_secret("token", issued, output)
 
 
 @tokens.command("list")
 @click.option("--customer", "customer_id", default=None, help="Only this customer's tokens.")
+@output_option
 @click.pass_context
-def tokens_list(ctx: click.Context, customer_id: str | None) -> None:
+def tokens_list(ctx: click.Context, customer_id: str | None, output: str) -> None:
     """Print every token (never the secret): id, customer, name, created, last used, state."""
-    for credential in _run(ctx, lambda service: service.list(Kind.INGEST, customer_id)):
-        click.echo(_line(credential))
+    _print_list(_run(ctx, lambda service: service.list(Kind.INGEST, customer_id)), output)
 
 
 @tokens.command("revoke")
@@ -111,19 +123,22 @@ def keys() -> None:
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", default=None, help="A label, e.g. the person or tool using it.")
 @click.option("--customer", "customer_id", default=None, help="Limit the key to one customer.")
+@output_option
 @click.pass_context
-def keys_create(ctx: click.Context, role: str, name: str | None, customer_id: str | None) -> None:
+def keys_create(
+    ctx: click.Context, role: str, name: str | None, customer_id: str | None, output: str
+) -> None:
     """Create an operator key and print it once."""
     issued = _run(ctx, lambda service: service.create_key(Role(role), name, customer_id))
-    _print_secret("key", issued.credential, issued.secret)
+    _print_secret("key", issued, output)
 
 
 @keys.command("list")
+@output_option
 @click.pass_context
-def keys_list(ctx: click.Context) -> None:
+def keys_list(ctx: click.Context, output: str) -> None:
     """Print every key (never the secret): id, role, customer, name, created, last used, state."""
-    for credential in _run(ctx, lambda service: service.list(Kind.OPERATOR)):
-        click.echo(_line(credential))
+    _print_list(_run(ctx, lambda service: service.list(Kind.OPERATOR)), output)
 
 
 @keys.command("revoke")

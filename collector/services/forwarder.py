@@ -29,7 +29,7 @@ from collector.adapters.stripe.client import Delivered, OutgoingEvent
 from collector.errors import StripePermanent, StripeTransient
 from collector.services.ageing import AgeingWatch
 from collector.services.planning import BatchPlanner
-from collector.services.ratelimit import RateLimiter
+from collector.services.ratelimit import CallLimiter, RateLimiter
 from collector.telemetry import CollectorMetrics
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
@@ -79,6 +79,23 @@ def backoff_seconds(
     return max(delay, retry_after or 0.0)
 
 
+def log_dead(batch: BatchRow, reason: str, status: int | None, detail: str) -> None:
+    """``batch_dead``: a batch parked for an operator, with Stripe's message."""
+    log.warning(
+        "batch_dead",
+        batch=batch.id,
+        customer_id=batch.customer_id,
+        stripe_customer_id=batch.stripe_customer_id,
+        metric=batch.metric,
+        quantity=batch.quantity,
+        identifier=batch.identifier,
+        reason=reason,
+        status=status,
+        error=detail,
+        attempts=batch.attempts + 1,
+    )
+
+
 def state_after_send(before: MeterState, batch: BatchRow) -> MeterState:
     """The period's delivered state once ``batch`` is acknowledged."""
     raw = Decimal(batch.raw_value)
@@ -121,6 +138,7 @@ class Forwarder:
         owner: str | None = None,
         periods: PeriodReader | None = None,
         watch: AgeingWatch | None = None,
+        limiter: CallLimiter | None = None,
     ) -> None:
         self._periods = periods
         self._watch = watch
@@ -139,7 +157,7 @@ class Forwarder:
         self._config = config
         self._rng = rng or random.Random()
         self._owner = owner or f"forwarder-{uuid.uuid4().hex[:12]}"
-        self._limiter = RateLimiter(config.max_rps, clock)
+        self._limiter = limiter or RateLimiter(config.max_rps, clock)
 
     async def aclose(self) -> None:
         """Release what the sender holds (e.g. a meter event stream session client)."""
@@ -257,7 +275,7 @@ class Forwarder:
                 await self._prepare_sender()
                 async with self._limiter.slot():
                     results = await self._sender.send([event for _, event in chunk])
-                await self._settle_chunk([batch for batch, _ in chunk], results)
+                await self._settle_chunk(chunk, results)
 
         await asyncio.gather(*(deliver(chunk) for chunk in chunks))
         return len(batches)
@@ -287,10 +305,8 @@ class Forwarder:
                 "not sent. Bill it into the current period: POST "
                 f"/api/forwarding/batches/{batch.id}/rebill"
             )
-            self._metrics.dead_letters.labels(batch.metric).inc()
-            log.error(
-                "batch aged past Stripe's limit", batch=batch.id, customer_id=batch.customer_id
-            )
+            self._metrics.dead_lettered.labels(batch.metric).inc()
+            log_dead(batch, "too_old", None, detail)
             await self._outbox.dead_letter(batch, self._owner, None, detail, reason="too_old")
             return None
         definition = self._catalogue[batch.metric]
@@ -307,22 +323,22 @@ class Forwarder:
         )
 
     async def _settle_chunk(
-        self, batches: list[BatchRow], results: list[Delivered | Exception]
+        self, sent: list[tuple[BatchRow, OutgoingEvent]], results: list[Delivered | Exception]
     ) -> None:
         """Acknowledge every delivered batch of one call together; handle failures one by one."""
         delivered = [
-            (batch, result)
-            for batch, result in zip(batches, results, strict=True)
+            (batch, event, result)
+            for (batch, event), result in zip(sent, results, strict=True)
             if isinstance(result, Delivered)
         ]
         now = self._clock.now()
         acknowledged = await self._outbox.acknowledge_many(
-            [(batch, result.status) for batch, result in delivered],
+            [(batch, result.status) for batch, _, result in delivered],
             self._owner,
             now,
             state_after_send,
         )
-        for batch, result in delivered:
+        for batch, event, result in delivered:
             outcome = "duplicate" if result.duplicate else "ok"
             self._metrics.stripe_calls.labels(self._config.mode, outcome).inc()
             if batch.id in acknowledged:
@@ -330,7 +346,20 @@ class Forwarder:
                 self._metrics.forward_lag.observe(
                     max(0.0, (now - batch.created_at).total_seconds())
                 )
-        for batch, failure in zip(batches, results, strict=True):
+                log.info(
+                    "batch_sent",
+                    batch=batch.id,
+                    customer_id=batch.customer_id,
+                    stripe_customer_id=event.stripe_customer_id,
+                    metric=batch.metric,
+                    quantity=batch.quantity,
+                    identifier=batch.identifier,
+                    stripe_id=result.stripe_id,
+                    duplicate=result.duplicate,
+                    attempts=batch.attempts + 1,
+                    windows=batch.members,
+                )
+        for (batch, _), failure in zip(sent, results, strict=True):
             if not isinstance(failure, Delivered):
                 await self._settle(batch, failure)
 
@@ -340,16 +369,9 @@ class Forwarder:
         now = self._clock.now()
         if isinstance(result, StripePermanent):
             self._metrics.stripe_calls.labels(mode, "rejected").inc()
-            self._metrics.dead_letters.labels(batch.metric).inc()
-            log.error(
-                "batch dead-lettered",
-                batch=batch.id,
-                customer_id=batch.customer_id,
-                metric=batch.metric,
-                status=result.status,
-                error=result.detail,
-            )
+            self._metrics.dead_lettered.labels(batch.metric).inc()
             reason = "too_old" if result.too_old else "rejected"
+            log_dead(batch, reason, result.status, result.detail)
             await self._outbox.dead_letter(
                 batch, self._owner, result.status, result.detail, reason=reason
             )

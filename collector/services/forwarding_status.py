@@ -15,12 +15,15 @@ from collector.adapters.db.tables import BatchRow
 from collector.errors import Conflict, NotFound
 from collector.services.ageing import AgeingWatch
 from collector.services.batching import event_time
+from collector.services.customers import Unbillable
 from collector.services.periods import resolve
-from collector.services.subscriptions import SubscriptionItems, link_customer
+from collector.services.subscriptions import SubscriptionItems
 from collector.settings import CollectorSettings
 from common.clock import Clock
 
 log = structlog.get_logger("collector.forwarding")
+UNLINKED_LISTED = 50
+"""The status page lists at most this many unlinked customers, oldest waiting first."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ class Waiting:
     customer_id: str
     oldest_window_end: datetime
     reason: str
+
+
+@dataclass(frozen=True)
+class Unlinked:
+    """A customer whose usage waits because it is not linked to a Stripe customer."""
+
+    customer_id: str
+    forwards: int
+    oldest_window_end: datetime
+    waiting_seconds: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class ForwardingStatus:
     calls_saved: int
     ageing: list[Ageing] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
+    customers_unbilled: dict[str, int] = field(default_factory=dict)
+    unlinked_customers: list[Unlinked] = field(default_factory=list)
 
 
 class ForwardingStatusService:
@@ -70,6 +85,7 @@ class ForwardingStatusService:
         lag = (self._clock.now() - oldest).total_seconds() if oldest else None
         settled = counts["forwards"].get("sent", 0) + counts["forwards"].get("superseded", 0)
         calls = counts["batches"].get("sent", 0)
+        queue = await self._outbox.queue_snapshot()
         return ForwardingStatus(
             mode=self._settings.stripe_mode.value,
             enabled=self._settings.stripe_api_key is not None
@@ -81,7 +97,22 @@ class ForwardingStatusService:
             calls_saved=max(0, settled - calls),
             ageing=await self.ageing(),
             waiting=await self.waiting(),
+            customers_unbilled=queue.customers_by_reason,
+            unlinked_customers=await self.unlinked() if queue.unlinked_customers else [],
         )
+
+    async def unlinked(self, limit: int = UNLINKED_LISTED) -> list[Unlinked]:
+        """Customers whose usage waits without a link, with how much and since when."""
+        now = self._clock.now()
+        return [
+            Unlinked(
+                c.customer_id,
+                c.forwards,
+                c.oldest_window_end,
+                max(0.0, (now - c.oldest_window_end).total_seconds()),
+            )
+            for c in await self._outbox.unlinked_customers(limit)
+        ]
 
     async def waiting(self) -> list[Waiting]:
         """Customers whose oldest waiting usage has no billing period to go to yet."""
@@ -114,6 +145,10 @@ class ForwardingStatusService:
                 )
             found.append(Waiting(customer_id, oldest, reason))
         return found
+
+    async def unbillable(self) -> list[Unbillable]:
+        """The waiting customers as the customers view names them."""
+        return [Unbillable(w.customer_id, w.reason) for w in await self.waiting()]
 
     async def ageing(self) -> list[Ageing]:
         """Waiting usage that nears (or passed) Stripe's 35-day limit on event timestamps."""
@@ -183,10 +218,3 @@ class ForwardingStatusService:
     def subscription_reader(self) -> SubscriptionItems | None:
         """Reads subscriptions from Stripe; None while no API key is configured."""
         return self._items
-
-    async def link(
-        self, customer_id: str, stripe_customer_id: str, actor: str = "operator"
-    ) -> None:
-        await link_customer(
-            self._links, self._clock, customer_id, stripe_customer_id, self._items, actor=actor
-        )

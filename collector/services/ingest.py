@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from collector.adapters.db.reports import ReportStore
@@ -32,6 +33,7 @@ from common.schema import (
     is_legacy_body,
 )
 
+log = structlog.get_logger("collector.ingest")
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=35)
 JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
@@ -183,12 +185,28 @@ class IngestService:
                 self._metrics.incomplete_reports.labels("missing").inc()
             if report.unmeasured:
                 self._metrics.incomplete_reports.labels("unmeasured").inc()
+        _log_stored(report, created)
         periods = await self._hints.for_customer(report.customer_id) if self._hints else []
         self._metrics.ingest_seconds.observe(max(0.0, self._clock.monotonic() - started))
         return IngestResult(stored, created, periods)
 
     def rejected(self) -> None:
         self._metrics.reports.labels("rejected").inc()
+
+
+def _log_stored(report: UsageReport, created: bool) -> None:
+    """``report_stored``: INFO for a new report, DEBUG for a repeat. Plain values only: hot path."""
+    (log.info if created else log.debug)(
+        "report_stored",
+        customer_id=report.customer_id,
+        instance_id=report.instance_id,
+        report_id=str(report.id),
+        window_start=report.window_start.isoformat(),
+        window_end=report.window_end.isoformat(),
+        metrics=list(report.metrics),
+        result="created" if created else "duplicate",
+        partial=report.partial,
+    )
 
 
 def _to_row(report: UsageReport, *, legacy: bool, received_at: datetime) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import stripe
 
+from collector.adapters.db.customer_view import CustomerViewStore, ReconcileRecord
 from collector.adapters.db.links import Link, LinkStore
 from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.stripe.catalog import StripeCatalog
@@ -60,6 +61,27 @@ class Reconciliation:
         return self.incomplete_windows == 0
 
 
+def record_of(result: Reconciliation, checked_at: datetime) -> ReconcileRecord:
+    """A current-period result as the customer's latest reconcile state."""
+    drift: dict[str, Any] = {
+        m.metric: {
+            "collector": m.collector_billable,
+            "stripe": None if m.stripe_value is None else str(m.stripe_value),
+        }
+        for m in result.metrics
+        if not m.in_sync
+    }
+    return ReconcileRecord(
+        customer_id=result.customer_id,
+        checked_at=checked_at,
+        stripe_customer_id=result.stripe_customer_id,
+        period_start=result.period.start,
+        period_end=result.period.end,
+        in_sync=result.in_sync,
+        drift={"metrics": drift, "pending_forwards": result.pending_forwards},
+    )
+
+
 def _floor_minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
@@ -79,7 +101,9 @@ class ReconcileService:
         usage: UsageService,
         catalogue: MetricCatalogue,
         clock: Clock,
+        results: CustomerViewStore | None = None,
     ) -> None:
+        self._results = results
         self._client = client
         self._mode = mode
         self._links = links
@@ -159,9 +183,12 @@ class ReconcileService:
                 )
             )
         pending = await self._outbox.waiting_for(customer_id)
-        return Reconciliation(
+        result = Reconciliation(
             customer_id, link.stripe_customer_id, period, rows, pending, incomplete.reports
         )
+        if at is None and self._results is not None:
+            await self._results.record_reconcile(record_of(result, moment))
+        return result
 
     async def _period(
         self, customer_id: str, link: Link, moment: datetime
@@ -214,10 +241,17 @@ class ReconcileService:
         return Decimal(str(data[0].get("total_usage", 0))) if data else Decimal(0)
 
     async def invoice_preview(self, customer_id: str) -> dict[str, Any]:
-        """Stripe's preview of the customer's upcoming invoice, metered lines included."""
+        """Stripe's preview of the customer's upcoming invoice, metered lines included.
+
+        Each line's price is expanded, so the line carries the price's lookup key (the metric)
+        besides Stripe's description, which names the price's product.
+        """
         link = await self._link(customer_id)
         client = self._stripe()
-        params: dict[str, Any] = {"customer": link.stripe_customer_id}
+        params: dict[str, Any] = {
+            "customer": link.stripe_customer_id,
+            "expand": ["lines.data.pricing.price_details.price"],
+        }
         if link.subscription_id:
             params["subscription"] = link.subscription_id
         try:

@@ -1,16 +1,23 @@
 """`stripe setup` and `stripe verify`: the Stripe objects the catalogue needs, created and checked.
 
-Setup is idempotent: it finds the product by its metadata marker, meters by event name and prices
-by lookup key before it creates anything.
+Setup gives every catalogue metric, extra metrics included, a meter (unless ``--legacy``) and a
+monthly metered price, each price on a product of its own named after the metric
+("IoT platform usage: mqtt_messages"): Stripe words an invoice line after the product, so that
+is how a reader tells the lines apart. A metric without a default price gets a $0 price, so its
+usage is forwarded and shown on the invoice, and setup says how to charge for it.
+
+Setup is idempotent: it finds meters by event name and prices by lookup key before it creates
+anything, and a price's product is created with the price, in one call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from collector.adapters.db.links import Link
-from collector.adapters.stripe.catalog import StripeCatalog
+from collector.adapters.stripe.catalog import PRODUCT_MARKER, StripeCatalog
 from common.catalogue import MetricCatalogue, MetricDefinition
 from common.semantics import Semantics
 
@@ -35,7 +42,21 @@ DEFAULT_PRICES = {
     "device_usage": PriceSpec(500, nickname="$5 per device"),
     "mqtt_messages": PriceSpec(10, divide_by=1000, nickname="$0.10 per 1,000 messages"),
     "storage_gb": PriceSpec(50, nickname="$0.50 per GB (peak)"),
+    "api_requests": PriceSpec(10, divide_by=1000, nickname="$0.10 per 1,000 requests"),
 }
+REQUIRED_ITEMS = ("device_usage", "mqtt_messages", "storage_gb")
+"""Prices every linked subscription must carry; an item missing for another price (usage the
+agent collects only when configured, or an extra metric) is a recommendation, not an issue."""
+
+
+def product_name(definition: MetricDefinition) -> str:
+    """The product an invoice line is named after: one per metric."""
+    return f"{PRODUCT_NAME}: {definition.name}"
+
+
+def unpriced(definition: MetricDefinition) -> PriceSpec:
+    """The $0 price of a metric without a default price."""
+    return PriceSpec(0, nickname=f"{definition.name}: no price set ($0 per {definition.unit})")
 
 
 def meter_formula(definition: MetricDefinition) -> str:
@@ -45,11 +66,17 @@ def meter_formula(definition: MetricDefinition) -> str:
 
 @dataclass
 class SetupResult:
-    product_id: str = ""
     meters: dict[str, str] = field(default_factory=dict)
     prices: dict[str, str] = field(default_factory=dict)
+    products: dict[str, str] = field(default_factory=dict)
+    """Each price's product, by lookup key."""
     created: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def product_id(self) -> str:
+        """The products the prices are on, comma-separated (one per metric)."""
+        return ", ".join(sorted(set(self.products.values())))
 
 
 @dataclass
@@ -64,7 +91,7 @@ class Verification:
 
 
 def _price_params(
-    definition: MetricDefinition, spec: PriceSpec, product: str, meter: str | None
+    definition: MetricDefinition, spec: PriceSpec, meter: str | None
 ) -> dict[str, Any]:
     recurring: dict[str, Any] = {"interval": "month", "usage_type": "metered"}
     if meter is None:
@@ -72,7 +99,10 @@ def _price_params(
     else:
         recurring["meter"] = meter
     params: dict[str, Any] = {
-        "product": product,
+        "product_data": {
+            "name": product_name(definition),
+            "metadata": {PRODUCT_MARKER: "true", "metric": definition.name},
+        },
         "currency": "usd",
         "unit_amount": spec.unit_amount,
         "lookup_key": definition.price_lookup_key,
@@ -97,13 +127,9 @@ class StripeSetup:
         self._prices = DEFAULT_PRICES if prices is None else prices
 
     async def apply(self, *, legacy: bool = False) -> SetupResult:
+        """Create what the catalogue lacks: a meter (unless ``legacy``) and a price per metric."""
         result = SetupResult()
-        product = await self._catalog.find_product()
-        if product is None:
-            product = await self._catalog.create_product(PRODUCT_NAME)
-            result.created.append(f"product {product['id']}")
-        result.product_id = product["id"]
-        meters = await self._catalog.meters()
+        meters = {} if legacy else await self._catalog.meters()
         for name in self._metrics.names:
             definition = self._metrics[name]
             if legacy:
@@ -122,21 +148,23 @@ class StripeSetup:
         for name in self._metrics.names:
             definition = self._metrics[name]
             key = definition.price_lookup_key
-            if key in existing:
-                result.prices[key] = existing[key]["id"]
-                continue
-            spec = self._prices.get(key)
-            if spec is None:
-                result.notes.append(
-                    f"no default price for {key!r}: create one with that lookup key"
+            price = existing.get(key)
+            if price is None:
+                spec = self._prices.get(key)
+                if spec is None:
+                    spec = unpriced(definition)
+                    result.notes.append(
+                        f"{key!r} has no default price: created at $0 per {definition.unit}, so "
+                        "its usage is forwarded but not charged; to charge for it, create a "
+                        f"price with lookup key {key!r} and transfer_lookup_key=true"
+                    )
+                meter_id = None if legacy else result.meters[definition.meter_event_name]
+                price = await self._catalog.create_price(
+                    _price_params(definition, spec, meter_id), legacy=legacy
                 )
-                continue
-            meter_id = None if legacy else result.meters[definition.meter_event_name]
-            price = await self._catalog.create_price(
-                _price_params(definition, spec, result.product_id, meter_id), legacy=legacy
-            )
+                result.created.append(f"price {price['id']} ({key})")
             result.prices[key] = price["id"]
-            result.created.append(f"price {price['id']} ({key})")
+            result.products[key] = _id(price.get("product"))
         return result
 
     async def verify(self, links: list[Link], *, legacy: bool = False) -> Verification:
@@ -147,9 +175,23 @@ class StripeSetup:
         for name in self._metrics.names:
             definition = self._metrics[name]
             self._verify_metric(definition, meters, prices, report, legacy=legacy)
+        self._verify_products(prices, report)
         for link in links:
             await self._verify_customer(link, prices, report)
         return report
+
+    def _verify_products(self, prices: dict[str, dict[str, Any]], report: Verification) -> None:
+        """Prices sharing a product give invoice lines that do not say which metric they bill."""
+        by_product: dict[str, list[str]] = {}
+        for key, price in sorted(prices.items()):
+            by_product.setdefault(_id(price.get("product")), []).append(key)
+        for product, keys in sorted(by_product.items()):
+            if len(keys) > 1:
+                report.recommendations.append(
+                    f"prices {', '.join(map(repr, keys))} share product {product}, so their "
+                    "invoice lines read alike: give each its own product (a new price with "
+                    "product_data and transfer_lookup_key=true)"
+                )
 
     def _verify_metric(
         self,
@@ -182,13 +224,14 @@ class StripeSetup:
                         "and move the price to it"
                     )
         if price is None:
-            if key in DEFAULT_PRICES:
-                report.issues.append(f"{definition.name}: no active price with lookup key {key!r}")
-            else:
-                report.recommendations.append(
-                    f"{definition.name}: no price with lookup key {key!r}; its usage is not billed"
-                )
+            report.issues.append(f"{definition.name}: no active price with lookup key {key!r}")
+            report.recommendations.append("run `usage-collector stripe setup`")
             return
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or 0
+        if price.get("billing_scheme") != "tiered" and Decimal(str(unit)) == 0:
+            report.recommendations.append(
+                f"{definition.name}: price {price['id']} is $0, so its usage is not charged"
+            )
         recurring = price.get("recurring") or {}
         if recurring.get("usage_type") != "metered":
             report.issues.append(f"{definition.name}: price {price['id']} is not metered")
@@ -226,10 +269,21 @@ class StripeSetup:
             for item in (subscription.get("items") or {}).get("data", [])
         }
         for key in sorted(set(prices) - item_keys):
-            report.issues.append(
+            missing = (
                 f"customer {link.customer_id}: subscription {subscription['id']} "
                 f"has no item for price {key!r}"
             )
+            if key in REQUIRED_ITEMS:
+                report.issues.append(missing)
+            else:
+                report.recommendations.append(
+                    f"{missing}, so its usage is not billed (usage_records mode dead-letters it)"
+                )
             report.recommendations.append(
                 f"add price {prices[key]['id']} to subscription {subscription['id']}"
             )
+
+
+def _id(reference: Any) -> str:
+    """An object id from an id or an expanded object."""
+    return str(reference.get("id") if isinstance(reference, dict) else reference or "")

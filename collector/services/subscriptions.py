@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,14 @@ def facts_of(raw: Any | None) -> SubscriptionFacts:
     )
 
 
+@dataclass(frozen=True)
+class LinkRead:
+    """What linking learned of the subscription: it (or None), and why it is unknown, if so."""
+
+    subscription: Any | None
+    unreadable: str | None = None
+
+
 async def link_customer(
     links: LinkStore,
     clock: Clock,
@@ -104,20 +113,21 @@ async def link_customer(
     items: SubscriptionItems | None,
     *,
     actor: str = "operator",
-) -> Any | None:
+) -> LinkRead:
     """An operator links a customer to Stripe, with its subscription read first when possible.
 
     Link, items and billing periods are stored in one transaction, so the forwarder never sees
     the link without its periods. When Stripe is not configured or cannot be read now, the link
     stands with its period unknown: usage waits, and the forwarder reads the subscription later.
-    Returns the live subscription, or None.
     """
     subscription = None
     facts: SubscriptionFacts | None = None
+    unreadable = None
     if items is not None:
         try:
             subscription, facts = await items.read(stripe_customer_id)
         except (StripeTransient, StripePermanent) as exc:
+            unreadable = exc.detail
             log.warning(
                 "linked without reading the subscription; usage waits until it is read",
                 customer_id=customer_id,
@@ -128,4 +138,4 @@ async def link_customer(
         becomes_current,
         clock.now(),
     )
-    return subscription
+    return LinkRead(subscription, unreadable)

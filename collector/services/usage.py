@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from collector.adapters.db.links import LinkStore
 from collector.adapters.db.reports import HistoryQuery, IncompleteWindows, ReportStore
 from collector.adapters.db.tables import ReportRow
 from collector.errors import NotFound, ValidationFailed
 from collector.services.combination import InstanceWindow, combine
+from collector.services.periods import resolve
 from common.catalogue import MetricCatalogue
 from common.clock import Clock
 from common.schema import EARLIEST, LATEST
-from common.windows import as_utc, calendar_month
+from common.windows import Window, as_utc, calendar_month
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,17 @@ class MetricTotal:
     """Windows of the period whose report lists this metric as missing or unmeasured."""
 
 
+class PeriodSource(enum.StrEnum):
+    """Where the bounds of a totals period that the caller did not give came from."""
+
+    SUBSCRIPTION = "subscription"
+    """The customer's current billing period, the one ``/reconcile`` uses."""
+    CALENDAR = "calendar"
+    """The current UTC calendar month: no link, no known period, or no live subscription."""
+    REQUEST = "request"
+    """Both bounds were given."""
+
+
 @dataclass(frozen=True)
 class PeriodTotals:
     """Each metric's billed quantity over a period, and how completely the period was measured.
@@ -47,6 +61,7 @@ class PeriodTotals:
     until: datetime
     totals: list[MetricTotal]
     incomplete: IncompleteWindows
+    period_source: PeriodSource = PeriodSource.REQUEST
 
     @property
     def complete(self) -> bool:
@@ -88,12 +103,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 class UsageService:
     def __init__(
-        self, store: ReportStore, catalogue: MetricCatalogue, clock: Clock, *, max_limit: int
+        self,
+        store: ReportStore,
+        catalogue: MetricCatalogue,
+        clock: Clock,
+        *,
+        max_limit: int,
+        links: LinkStore | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._catalogue = catalogue
         self._max_limit = max_limit
+        self._links = links
 
     async def history(
         self,
@@ -135,13 +157,18 @@ class UsageService:
         """Each metric's billed quantity over windows ending in ``(since, until]``.
 
         Instances combine as Stripe bills them: device counts add up per instance's newest
-        value, storage peaks are the peak of the sum. The period defaults to the current UTC
-        calendar month. Windows that did not measure a metric (a failed source, or no sample)
-        are counted per metric, so an incomplete period is never read as a measured one.
+        value, storage peaks are the peak of the sum. A bound not given comes from
+        ``current_period``: the customer's billing period, else the UTC calendar month.
+        Windows that did not measure a metric (a failed source, or no sample) are counted per
+        metric, so an incomplete period is never read as a measured one.
         """
-        month = calendar_month(self._clock.now())
-        start = bounded_utc(since, "since") if since else month.start
-        end = bounded_utc(until, "until") if until else month.end
+        source = PeriodSource.REQUEST
+        start = bounded_utc(since, "since") if since else None
+        end = bounded_utc(until, "until") if until else None
+        if start is None or end is None:
+            period, source = await self.current_period(customer_id, self._clock.now())
+            start = start or period.start
+            end = end or period.end
         if end <= start:
             raise ValidationFailed("until must be after since", field="until")
         rows = await self._store.in_period(customer_id, start, end)
@@ -172,7 +199,26 @@ class UsageService:
                         incomplete.by_metric.get(name, 0),
                     )
                 )
-        return PeriodTotals(start, end, totals, incomplete)
+        return PeriodTotals(start, end, totals, incomplete, source)
+
+    async def current_period(
+        self, customer_id: str, moment: datetime
+    ) -> tuple[Window, PeriodSource]:
+        """The period containing ``moment`` by the billing rule ``/reconcile`` follows.
+
+        A linked customer's period is the current link's period billing ``moment`` (past the
+        last known one, the latest known); without a link, a known period or a live
+        subscription, the UTC calendar month.
+        """
+        link = await self._links.get(customer_id) if self._links is not None else None
+        if link is not None and self._links is not None:
+            periods = await self._links.periods(customer_id, link)
+            period = resolve(moment, link, periods) or (periods[-1] if periods else None)
+            # a link without a live subscription bills by calendar month (a period with no
+            # subscription id): the same month as below
+            if period is not None and period.subscription_id:
+                return Window(period.start, period.end), PeriodSource.SUBSCRIPTION
+        return calendar_month(moment), PeriodSource.CALENDAR
 
     async def incomplete(
         self, customer_id: str, start: datetime, end: datetime

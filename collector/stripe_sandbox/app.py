@@ -13,6 +13,7 @@ import httpx
 from collector.stripe_sandbox import (
     errors,
     forms,
+    keys,
     periods,
     routes_catalog,
     routes_control,
@@ -42,7 +43,8 @@ class SandboxApp:
     """A stateful Stripe-compatible ASGI application.
 
     ``clock`` drives Stripe's notion of time (timestamps, periods, session expiry);
-    ``ticker`` is real monotonic time for rate limits and the call log.
+    ``ticker`` is real monotonic time for rate limits and the call log. ``api_key`` is the one
+    secret key the API answers (see ``keys``); the ``/_sandbox`` control API takes none.
     """
 
     def __init__(
@@ -55,7 +57,9 @@ class SandboxApp:
         ticker: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         webhook_transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str = keys.DEFAULT_API_KEY,
     ) -> None:
+        self.api_key = api_key
         self.clock = SandboxClock(clock or SystemClock())
         self.webhooks = WebhookDispatcher(webhook_url, webhook_secret, wall, webhook_transport)
         self.store = Store(self.clock, self.webhooks, seed)
@@ -155,9 +159,9 @@ class SandboxApp:
         lock: tuple[str, str] | None = None
         owns_key = False
         try:
+            if req.path != STREAM_PATH:  # the stream authenticates with its session token
+                keys.check(req.bearer, self.api_key)
             req.decode_params()
-            if req.path != STREAM_PATH:
-                _authenticate(req)
             idempotent = key is not None and req.method in {"POST", "DELETE"}
             if idempotent:
                 assert key is not None
@@ -215,18 +219,6 @@ class SandboxApp:
 
     def _error(self, req: Request, error: StripeAPIError) -> Response:
         return Response(error.status, error.body(), {**self._headers(req), **error.headers()})
-
-
-def _authenticate(req: Request) -> None:
-    token = req.bearer
-    if token is None:
-        raise errors.authentication(
-            "You did not provide an API key. You need to provide your API key in the "
-            "Authorization header, using Bearer auth "
-            "(e.g. 'Authorization: Bearer YOUR_SECRET_KEY')."
-        )
-    if not token.startswith(("sk_", "rk_")):
-        raise errors.authentication(f"Invalid API Key provided: {token[:8]}***")
 
 
 def _lock_key(req: Request) -> tuple[str, str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.stripe_sandbox import aggregation, billing_objects, pricing
+from collector.stripe_sandbox import aggregation, billing_objects, line_text, objects, pricing
 from collector.stripe_sandbox.state import Store
+
+LINE_PRICE = "lines.data.pricing.price_details.price"
 
 
 def usage_for(store: Store, item: dict[str, Any], start: int, end: int) -> int:
@@ -45,13 +47,12 @@ def item_line(
     else:
         quantity = int(item["quantity"] or 1)
     product = store.products.get(price["product"], {})
-    name = product.get("name") or price["nickname"] or price["id"]
     return billing_objects.line_item(
         store.new_id("il"),
         invoice_id=invoice_id,
         amount=pricing.amount(price, quantity),
         currency=price["currency"],
-        description=f"{quantity} x {name}",
+        description=line_text.describe(quantity, price, product),
         period=period,
         quantity=quantity,
         price=price,
@@ -93,6 +94,21 @@ def build(
         billing_reason=billing_reason,
         status=status,
     )
+
+
+def render(
+    store: Store, invoice: dict[str, Any], expand: list[str], prefix: str = ""
+) -> dict[str, Any]:
+    """The invoice as Stripe answers it: each line's price an id unless expanded."""
+    if f"{prefix}{LINE_PRICE}" not in expand:
+        return invoice
+    shown = _copy(invoice)
+    for line in shown["lines"]["data"]:
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        stored = store.prices.get(str(details.get("price")))
+        if stored is not None:
+            details["price"] = objects.render_price(stored, expand, f"{prefix}{LINE_PRICE}.")
+    return shown
 
 
 def settle(store: Store, invoice: dict[str, Any], request_id: str | None = None) -> None:

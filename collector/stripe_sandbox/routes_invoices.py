@@ -55,7 +55,7 @@ def create_preview(store: Store, req: Request) -> dict[str, Any]:
             subscription["billing_cycle_anchor"], periods.recurring_of(store, subscription), end
         )
         licensed = (end, after)
-    return invoices.build(
+    preview = invoices.build(
         store,
         subscription,
         invoice_id=None,
@@ -64,13 +64,14 @@ def create_preview(store: Store, req: Request) -> dict[str, Any]:
         billing_reason="upcoming",
         status="draft",
     )
+    return invoices.render(store, preview, req.expand)
 
 
 def retrieve_invoice(store: Store, req: Request) -> dict[str, Any]:
     found = store.invoices.get(req.path_params["id"])
     if found is None:
         raise errors.no_such("invoice", req.path_params["id"])
-    return found
+    return invoices.render(store, found, req.expand)
 
 
 def list_invoices(store: Store, req: Request) -> dict[str, Any]:

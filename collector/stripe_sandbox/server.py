@@ -11,6 +11,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from collector.stripe_sandbox.app import DROP_EXTENSION, SandboxApp
+from collector.stripe_sandbox.keys import DEFAULT_API_KEY
 
 
 class DroppingH11Protocol(H11Protocol):
@@ -99,7 +100,15 @@ def serve(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     seed: int | None = None,
+    api_key: str = DEFAULT_API_KEY,
 ) -> None:
-    """Run the sandbox until interrupted (blocking), with the real clock."""
-    app = SandboxApp(webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed)
+    """Run the sandbox until interrupted (blocking), with the real clock.
+
+    It answers only ``api_key``; the key is printed, since a sandbox key is no secret and the
+    caller (``make demo``, a developer) has to configure the collector with it.
+    """
+    app = SandboxApp(
+        webhook_url=webhook_url, webhook_secret=webhook_secret, seed=seed, api_key=api_key
+    )
+    print(f"Stripe sandbox API key: {api_key} (any other key gets Stripe's 401)", flush=True)
     uvicorn.Server(config(app, host, port, log_level="info")).run()

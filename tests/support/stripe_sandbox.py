@@ -12,11 +12,12 @@ import httpx
 import pytest
 import stripe
 
-from collector.stripe_sandbox import SandboxApp, SandboxServer
+from collector.stripe_sandbox import DEFAULT_API_KEY, SandboxApp, SandboxServer
 from common.clock import Clock, ManualClock
 from tests.support.binaries import free_port
 
-API_KEY = "sk_test_sandbox"
+API_KEY = DEFAULT_API_KEY
+"""The one key a test sandbox answers; any other key gets Stripe's 401."""
 LEGACY_VERSION = "2025-02-24.acacia"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -118,6 +119,7 @@ def running_sandbox(
 ) -> Iterator[Sandbox]:
     """Serve a fresh sandbox on a free loopback port for the duration of the block."""
     clock = clock or ManualClock(START)
+    app_options.setdefault("api_key", API_KEY)
     app = SandboxApp(clock=clock, seed=seed, **app_options)
     server = SandboxServer(app, "127.0.0.1", free_port())
     with server:

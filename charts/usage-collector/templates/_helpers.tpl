@@ -1,34 +1,62 @@
-{{/* Chart name, truncated to the DNS label limit. */}}
-{{- define "usage-collector.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{/*
+A name the API server accepts: lower case, anything but [a-z0-9-] made "-", at most 63
+characters, "-" trimmed at both ends (an alias or override may hold capitals, "_" or ".").
+*/}}
+{{- define "usage-collector.dnsLabel" -}}
+{{- regexReplaceAll "[^a-z0-9-]+" (lower .) "-" | trunc 63 | trimAll "-" }}
 {{- end }}
 
-{{/* Full name: the release name, plus the chart name unless the release already contains it. */}}
+{{/* Chart name for the app.kubernetes.io/name label (a label value), truncated to 63. */}}
+{{- define "usage-collector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimAll "-_." }}
+{{- end }}
+
+{{/*
+Full name: the release name, plus the chart name unless the release already contains it; a
+DNS-1123 label (see usage-collector.dnsLabel), so it can name every object.
+*/}}
 {{- define "usage-collector.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- include "usage-collector.dnsLabel" .Values.fullnameOverride }}
 {{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $name := include "usage-collector.dnsLabel" (default .Chart.Name .Values.nameOverride) }}
+{{- $release := include "usage-collector.dnsLabel" .Release.Name }}
+{{- if contains $name $release }}
+{{- $release }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- include "usage-collector.dnsLabel" (printf "%s-%s" $release $name) }}
 {{- end }}
 {{- end }}
 {{- end }}
 
+{{/*
+The serving pods. The component is part of the selector so that the migration Job's pods
+(component: migration) are never selected by the Deployment, the Service, the PDB or the HPA.
+*/}}
 {{- define "usage-collector.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "usage-collector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: collector
+{{- end }}
+
+{{/* Labels every object carries, without the component. */}}
+{{- define "usage-collector.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "usage-collector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: iot-usage-metering
 {{- end }}
 
 {{- define "usage-collector.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "usage-collector.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "usage-collector.commonLabels" . }}
 app.kubernetes.io/component: collector
-app.kubernetes.io/part-of: iot-usage-metering
+{{- end }}
+
+{{/* The migration Job: at most 63 characters, since Kubernetes puts it in a pod label. */}}
+{{- define "usage-collector.migrationJobName" -}}
+{{- printf "%s-migrate" (include "usage-collector.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "usage-collector.serviceAccountName" -}}
@@ -65,8 +93,17 @@ app.kubernetes.io/part-of: iot-usage-metering
 {{- end }}
 
 {{/*
-The secret files `usage-collector --secrets-dir` reads, named like the variables in lower case.
-One projected volume combines the chart's Secret and any existing ones.
+Where the secret files are mounted. COLLECTOR_SECRETS_DIR points every `usage-collector` command
+there, `kubectl exec` ones included, so none needs --secrets-dir.
+*/}}
+{{- define "usage-collector.secretsDir" -}}
+/etc/usage-collector/secrets
+{{- end }}
+
+{{/*
+The secret files COLLECTOR_SECRETS_DIR names, named like the variables in lower case. One
+projected volume combines the chart's Secret and any existing ones. The webhook signing secret
+is optional: an existing Stripe Secret without it still mounts, and webhooks are then refused.
 */}}
 {{- define "usage-collector.secretsVolume" -}}
 - name: secrets
@@ -84,6 +121,10 @@ One projected volume combines the chart's Secret and any existing ones.
           items:
             - key: {{ .Values.stripe.apiKeyKey }}
               path: collector_stripe_api_key
+      - secret:
+          name: {{ .Values.stripe.existingSecret }}
+          optional: true
+          items:
             - key: {{ .Values.stripe.webhookSecretKey }}
               path: collector_stripe_webhook_secret
       {{- else if or .Values.stripe.apiKey .Values.stripe.webhookSecret }}
@@ -102,6 +143,8 @@ One projected volume combines the chart's Secret and any existing ones.
 {{- end }}
 
 {{- define "usage-collector.env" -}}
+- name: COLLECTOR_SECRETS_DIR
+  value: {{ include "usage-collector.secretsDir" . | quote }}
 - name: COLLECTOR_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: COLLECTOR_STRIPE_MODE
@@ -183,9 +226,48 @@ seccompProfile:
 {{- fail "database.url is a SQLite URL but database.driver is postgresql" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable (set the other to null)" }}
+{{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable; with neither, minAvailable is 1" }}
+{{- end }}
+{{- $service := include "usage-collector.fullname" . }}
+{{- if not (regexMatch "^[a-z]" $service) }}
+{{- fail (printf "the Service name %q must start with a letter (Service names are DNS-1035 labels): use a release name or fullnameOverride that starts with a letter" $service) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The serving pods' topology spread. null (the default): with more than one replica or with
+autoscaling, spread evenly across zones, then nodes, as a preference (ScheduleAnyway), so a
+small cluster still schedules them. []: none. A list: as given; an item without labelSelector
+gets the collector pods' selector.
+*/}}
+{{- define "usage-collector.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "usage-collector.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- if kindIs "invalid" .Values.topologySpreadConstraints }}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}
+{{- range list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+{{- $constraints = append $constraints (dict "maxSkew" 1 "topologyKey" . "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" $selector }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- end }}
+{{- with $constraints }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/* Seconds as the shortest Prometheus duration: 10800 is 3h, 5400 is 90m. */}}
+{{- define "usage-collector.promDuration" -}}
+{{- $seconds := int64 . }}
+{{- if eq (mod $seconds 3600) 0 }}{{ div $seconds 3600 }}h
+{{- else if eq (mod $seconds 60) 0 }}{{ div $seconds 60 }}m
+{{- else }}{{ $seconds }}s{{ end }}
 {{- end }}

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db import formation
+from collector.adapters.db import formation, queue_state
 from collector.adapters.db.outbox_records import (
     Formation,
     MeterState,
@@ -22,6 +22,7 @@ from collector.adapters.db.outbox_records import (
     empty_state,
     state_from_row,
 )
+from collector.adapters.db.queue_state import QueueSnapshot, UnlinkedCustomer
 from collector.adapters.db.tables import (
     BATCHES,
     FORWARDS,
@@ -46,7 +47,9 @@ __all__ = [
     "OutboxStore",
     "PendingForward",
     "Planner",
+    "QueueSnapshot",
     "RefusedAsTooOld",
+    "UnlinkedCustomer",
     "enqueue",
 ]
 
@@ -419,3 +422,13 @@ class OutboxStore:
             )
             oldest: datetime | None = result.scalar_one_or_none()
             return oldest
+
+    async def queue_snapshot(self) -> QueueSnapshot:
+        """What waits, since when and for how many customers (the queue gauges' one read)."""
+        async with self._engine.connect() as conn:
+            return await queue_state.snapshot(conn)
+
+    async def unlinked_customers(self, limit: int = 50) -> list[UnlinkedCustomer]:
+        """Customers whose usage waits without a link to Stripe, oldest waiting first."""
+        async with self._engine.connect() as conn:
+            return await queue_state.unlinked_customers(conn, limit)

@@ -257,6 +257,21 @@ class AuditRow(Base):
     __table_args__ = (Index("ix_audit_log_customer", "customer_id", "at"),)
 
 
+class ReconcileResultRow(Base):
+    """The latest comparison of one customer's billed usage with Stripe's, with its time."""
+
+    __tablename__ = "reconcile_results"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    stripe_customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    in_sync: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    drift: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    """Per drifting metric: the collector's billable quantity and Stripe's."""
+
+
 class WebhookEventRow(Base):
     """Stripe events already processed, so a replay is processed once."""
 
@@ -324,3 +339,4 @@ EVENTS = _table(WebhookEventRow)
 AUDIT = _table(AuditRow)
 REPORTS = _table(ReportRow)
 CREDENTIALS = _table(CredentialRow)
+RECONCILE_RESULTS = _table(ReconcileResultRow)

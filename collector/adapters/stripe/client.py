@@ -35,6 +35,9 @@ class Delivered:
 
     status: int
     duplicate: bool = False
+    stripe_id: str | None = None
+    """The id of the object Stripe created, where it has one (a usage record; a meter event's
+    only id is its ``identifier``)."""
 
 
 @dataclass

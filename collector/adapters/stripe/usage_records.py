@@ -38,7 +38,7 @@ class UsageRecordsSender:
     async def _send_one(self, event: OutgoingEvent) -> Delivered | Exception:
         try:
             item = await self._resolve_item(event.customer_id, event.lookup_key)
-            await self._client.raw_request_async(
+            response = await self._client.raw_request_async(
                 "post",
                 f"/v1/subscription_items/{item}/usage_records",
                 quantity=event.quantity,
@@ -51,4 +51,6 @@ class UsageRecordsSender:
             return exc
         except Exception as exc:
             return outcome_of(exc)
-        return Delivered(status=200)
+        created = getattr(response, "data", None)
+        stripe_id = created.get("id") if isinstance(created, dict) else None
+        return Delivered(status=200, stripe_id=str(stripe_id) if stripe_id else None)

@@ -27,7 +27,19 @@ KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
 def validate_strict(doc: dict[str, Any]) -> None:
-    """kubernetes-validate --strict for built-in kinds; a shape check for ServiceMonitor."""
+    """kubernetes-validate --strict for built-in kinds; shape checks for the operator's kinds."""
+    if doc["kind"] == "PrometheusRule":
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(doc["spec"]) == {"groups"}
+        for group in doc["spec"]["groups"]:
+            assert set(group) <= {"name", "interval", "rules"}
+            assert group["name"]
+            assert group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+                assert str(rule["expr"]).strip()
+                assert all(isinstance(value, str) for value in rule.get("labels", {}).values())
+        return
     if doc["kind"] == "ServiceMonitor":
         assert doc["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(doc["spec"]) <= {"selector", "namespaceSelector", "endpoints"}

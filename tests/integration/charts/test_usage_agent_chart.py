@@ -233,3 +233,203 @@ def test_lint_passes(helm: Helm) -> None:
     assert not result["Errors"]
     # Severity 1 is INFO (e.g. "icon is recommended"); 2 and above are warnings and errors.
     assert all(message["Severity"] < 2 for message in result["Messages"])
+
+
+# Issue 12, point 9: what a real cluster refused or the strict schema did not allow.
+
+LEADER_ELECTION_3 = {"replicaCount": 3, "leaderElection": {"enabled": True}}
+
+
+def _pod_spec(rendered: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = rendered.one("Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_three_leader_election_agents_spread_across_zones_and_nodes(helm: Helm) -> None:
+    rendered = helm.render("usage-agent", LEADER_ELECTION_3, namespace=NAMESPACE)
+
+    selector = rendered.one("Deployment")["spec"]["selector"]
+    assert _pod_spec(rendered)["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": selector,
+        },
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": selector,
+        },
+    ]
+    assert "affinity" not in _pod_spec(rendered)
+
+
+def test_one_agent_gets_no_spread_constraints(helm: Helm) -> None:
+    rendered = helm.render("usage-agent", namespace=NAMESPACE)
+
+    assert "topologySpreadConstraints" not in _pod_spec(rendered)
+
+
+def test_affinity_and_spread_constraints_are_taken_as_given(helm: Helm) -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["infra"]}]}
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "usage-agent"}},
+                    },
+                }
+            ]
+        },
+    }
+    values = {
+        **LEADER_ELECTION_3,
+        "affinity": affinity,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+    rendered = helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    for doc in rendered.all:
+        validate_strict(doc)
+    pod = _pod_spec(rendered)
+    assert pod["affinity"] == affinity
+    # A constraint without a labelSelector gets the agent pods' own.
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": rendered.one("Deployment")["spec"]["selector"],
+        }
+    ]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == values["tolerations"]
+
+
+def test_the_default_spread_can_be_turned_off(helm: Helm) -> None:
+    values = {**LEADER_ELECTION_3, "topologySpreadConstraints": []}
+
+    rendered = helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    assert "topologySpreadConstraints" not in _pod_spec(rendered)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"interval": "0s"},
+        {"interval": "0"},
+        {"interval": 0},
+        {"interval": 999},
+        {"interval": "500ms"},
+        {"interval": "0.5s"},
+        {"env": {"COLLECTION_INTERVAL": "0"}},
+        {"env": {"COLLECTION_INTERVAL": "999"}},
+    ],
+    ids=str,
+)
+def test_an_interval_under_the_agents_minimum_is_refused(
+    helm: Helm, values: dict[str, Any]
+) -> None:
+    with pytest.raises(HelmError, match=r"interval.*at least 1s") as caught:
+        helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    source = "env.COLLECTION_INTERVAL" if "env" in values else "interval"
+    assert source in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "agent_interval"),
+    [
+        ({"interval": "1m"}, "1m"),
+        ({"interval": "1s"}, "1s"),
+        ({"interval": "1000"}, "1000ms"),
+        ({"interval": 1000}, "1000ms"),
+        ({"env": {"COLLECTION_INTERVAL": "1800000"}}, "1800000ms"),
+    ],
+    ids=str,
+)
+def test_an_interval_of_a_second_or_more_is_accepted(
+    helm: Helm, values: dict[str, Any], agent_interval: str
+) -> None:
+    rendered = helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    assert env_of(_container(rendered))["AGENT_INTERVAL"] == agent_interval
+
+
+def test_min_available_alone_makes_the_disruption_budget(helm: Helm) -> None:
+    values = {**LEADER_ELECTION_3, "podDisruptionBudget": {"enabled": True, "minAvailable": 2}}
+
+    rendered = helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    pdb = rendered.one("PodDisruptionBudget")
+    validate_strict(pdb)
+    assert pdb["spec"]["minAvailable"] == 2
+    assert "maxUnavailable" not in pdb["spec"]
+
+
+def test_the_disruption_budget_allows_one_pod_down_by_default(helm: Helm) -> None:
+    values = {"podDisruptionBudget": {"enabled": True}}
+
+    pdb = helm.render("usage-agent", values, namespace=NAMESPACE).one("PodDisruptionBudget")
+
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+
+
+def test_both_disruption_budget_fields_are_refused(helm: Helm) -> None:
+    values = {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}
+
+    with pytest.raises(HelmError, match="only one of minAvailable and maxUnavailable"):
+        helm.render("usage-agent", values, namespace=NAMESPACE)
+
+
+def test_the_seed_billing_api_url_is_the_collector_url(helm: Helm) -> None:
+    values = {"env": {"BILLING_API_URL": "http://billing:3100", "CUSTOMER_ID": "cust_abc123"}}
+
+    rendered = helm.render("usage-agent", values, namespace=NAMESPACE)
+
+    container = _container(rendered)
+    names = [item["name"] for item in container["env"]]
+    assert len(names) == len(set(names))
+    env = env_of(container)
+    assert env["AGENT_COLLECTOR_URL"] == "http://billing:3100"
+    assert "BILLING_API_URL" not in env
+    assert env["AGENT_CUSTOMER_ID"] == "cust_abc123"
+    assert "CUSTOMER_ID" not in env
+    assert "http://billing:3100" in rendered.notes
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ({"AGENT_COLLECTOR_URL": "http://billing:3100"}, "collector.url"),
+        ({"AGENT_INTERVAL": "5m"}, "interval"),
+        ({"AGENT_LEADER_ELECTION": "true"}, "leaderElection.enabled"),
+    ],
+)
+def test_env_may_not_repeat_a_variable_the_chart_sets(
+    helm: Helm, env: dict[str, str], value: str
+) -> None:
+    with pytest.raises(HelmError, match=f"env.{next(iter(env))}.*{value}"):
+        helm.render("usage-agent", {"env": env}, namespace=NAMESPACE)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.integration.charts.checks import assert_restricted, env_of, validate_strict
-from tests.support.helm import REPO_ROOT, Helm, HelmError
+from tests.support.helm import REPO_ROOT, Helm, HelmError, Rendered
 
 NAMESPACE = "usage-metering"
 POSTGRES_HPA = yaml.safe_load((REPO_ROOT / "docs/examples/collector-values.yaml").read_text())
@@ -52,8 +52,6 @@ def test_defaults_run_one_sqlite_replica_on_a_pvc_without_a_migration_job(helm: 
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     container = _deployment_container(rendered)
     assert container["args"] == [
-        "--secrets-dir",
-        "/etc/usage-collector/secrets",
         "serve",
         "--host",
         "0.0.0.0",
@@ -75,7 +73,7 @@ def test_postgresql_with_hpa_migrates_in_a_pre_install_hook(helm: Helm) -> None:
     assert job in rendered.hooks
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
-    assert migrate["args"] == ["--secrets-dir", "/etc/usage-collector/secrets", "db", "upgrade"]
+    assert migrate["args"] == ["db", "upgrade"]
     assert rendered.of_kind("PersistentVolumeClaim") == []
     assert rendered.of_kind("Secret") == []
     deployment = rendered.one("Deployment")
@@ -98,9 +96,15 @@ def test_postgresql_with_hpa_migrates_in_a_pre_install_hook(helm: Helm) -> None:
         {
             "secret": {
                 "name": "usage-collector-stripe",
+                "items": [{"key": "stripe-api-key", "path": "collector_stripe_api_key"}],
+            }
+        },
+        {
+            "secret": {
+                "name": "usage-collector-stripe",
+                "optional": True,
                 "items": [
-                    {"key": "stripe-api-key", "path": "collector_stripe_api_key"},
-                    {"key": "stripe-webhook-secret", "path": "collector_stripe_webhook_secret"},
+                    {"key": "stripe-webhook-secret", "path": "collector_stripe_webhook_secret"}
                 ],
             }
         },
@@ -174,3 +178,177 @@ def test_forwarding_and_rate_limit_values_reach_the_environment(helm: Helm) -> N
     assert env["COLLECTOR_STRIPE_AGE_WARNING_DAYS"] == "10"
     assert env["COLLECTOR_RATE_LIMIT_RPS"] == "50"
     assert env["COLLECTOR_RATE_LIMIT_BURST"] == "100"
+
+
+# Issue 12, point 9: what a real cluster refused or the strict schema did not allow.
+
+SECRETS_DIR = "/etc/usage-collector/secrets"
+# Where the migration Job does not matter, leave it out: every hook Job costs Helm a wait.
+POSTGRES_HPA_NO_JOB = {**POSTGRES_HPA, "migrations": {"enabled": False}}
+
+
+@pytest.fixture(scope="module")
+def hpa(helm: Helm) -> Rendered:
+    """docs/examples/collector-values.yaml, rendered once for the tests that only read it."""
+    return helm.render("usage-collector", POSTGRES_HPA, namespace=NAMESPACE)
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_the_autoscaled_collector_spreads_across_zones_and_nodes(hpa: Rendered) -> None:
+    deployment = hpa.one("Deployment")
+    constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in constraints] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+    assert {c["whenUnsatisfiable"] for c in constraints} == {"ScheduleAnyway"}
+    assert {c["maxSkew"] for c in constraints} == {1}
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for constraint in constraints:
+        assert constraint["labelSelector"] == deployment["spec"]["selector"]
+        assert _matches(constraint["labelSelector"]["matchLabels"], pod_labels)
+    assert "topologySpreadConstraints" not in hpa.one("Job")["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {**POSTGRES_HPA_NO_JOB, "topologySpreadConstraints": []},
+    ],
+    ids=["one-sqlite-replica", "turned-off"],
+)
+def test_no_spread_for_one_replica_or_when_turned_off(helm: Helm, values: dict[str, Any]) -> None:
+    rendered = helm.render("usage-collector", values, namespace=NAMESPACE)
+
+    assert "topologySpreadConstraints" not in rendered.one("Deployment")["spec"]["template"]["spec"]
+
+
+def test_affinity_reaches_the_pods_and_node_affinity_the_migration_job(helm: Helm) -> None:
+    node_affinity = {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 50,
+                "preference": {
+                    "matchExpressions": [{"key": "pool", "operator": "In", "values": ["infra"]}]
+                },
+            }
+        ]
+    }
+    anti_affinity = {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "app.kubernetes.io/component",
+                            "operator": "In",
+                            "values": ["collector"],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    values = {
+        **POSTGRES_HPA,
+        "affinity": {"nodeAffinity": node_affinity, "podAntiAffinity": anti_affinity},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 2,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
+    }
+
+    rendered = helm.render("usage-collector", values, namespace=NAMESPACE)
+
+    for doc in rendered.all:
+        validate_strict(doc)
+    deployment = rendered.one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["affinity"] == values["affinity"]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 2,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": deployment["spec"]["selector"],
+        }
+    ]
+    # The Job runs where the collector may run; pod (anti-)affinity is for the serving pods.
+    job_pod = rendered.one("Job")["spec"]["template"]["spec"]
+    assert job_pod["affinity"] == {"nodeAffinity": node_affinity}
+
+
+def test_no_selector_matches_the_migration_job_pods(hpa: Rendered) -> None:
+    job_labels = hpa.one("Job")["spec"]["template"]["metadata"]["labels"]
+    deployment = hpa.one("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selectors = {
+        "Deployment": deployment["spec"]["selector"]["matchLabels"],
+        "Service": hpa.one("Service")["spec"]["selector"],
+        "PodDisruptionBudget": hpa.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    }
+    for kind, selector in selectors.items():
+        assert _matches(selector, pod_labels), kind
+        assert not _matches(selector, job_labels), kind
+    assert job_labels["app.kubernetes.io/component"] == "migration"
+    # The HPA scales the Deployment and counts the pods its selector matches.
+    target = hpa.one("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "usage-collector"}
+    assert deployment["metadata"]["name"] == "usage-collector"
+
+
+def test_max_unavailable_alone_makes_the_disruption_budget(helm: Helm) -> None:
+    values = {
+        **POSTGRES_HPA_NO_JOB,
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": "50%"},
+    }
+
+    pdb = helm.render("usage-collector", values, namespace=NAMESPACE).one("PodDisruptionBudget")
+
+    validate_strict(pdb)
+    assert pdb["spec"]["maxUnavailable"] == "50%"
+    assert "minAvailable" not in pdb["spec"]
+
+
+def test_the_disruption_budget_keeps_one_pod_by_default(helm: Helm) -> None:
+    values = {**POSTGRES_HPA_NO_JOB, "podDisruptionBudget": {"enabled": True}}
+
+    pdb = helm.render("usage-collector", values, namespace=NAMESPACE).one("PodDisruptionBudget")
+
+    assert pdb["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in pdb["spec"]
+
+
+def test_the_stripe_secret_need_not_hold_a_webhook_key(hpa: Rendered) -> None:
+    volumes = hpa.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    sources = next(v for v in volumes if v["name"] == "secrets")["projected"]["sources"]
+    by_path = {
+        item["path"]: source["secret"] for source in sources for item in source["secret"]["items"]
+    }
+    assert by_path["collector_stripe_webhook_secret"]["name"] == "usage-collector-stripe"
+    assert by_path["collector_stripe_webhook_secret"]["optional"] is True
+    # The API key and the database URL stay required: without them nothing can be billed.
+    assert by_path["collector_stripe_api_key"].get("optional", False) is False
+    assert by_path["collector_database_url"].get("optional", False) is False
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_kubectl_exec_finds_the_secret_files(helm: Helm, name: str) -> None:
+    rendered = helm.render("usage-collector", VALUE_SETS[name], namespace=NAMESPACE)
+
+    for doc in rendered.of_kind("Deployment") + rendered.of_kind("Job"):
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        assert env_of(container)["COLLECTOR_SECRETS_DIR"] == SECRETS_DIR
+        assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert "--secrets-dir" not in container["args"]
+    assert "--secrets-dir" not in rendered.notes

@@ -92,7 +92,7 @@ def test_the_cli_retires_instances_and_answers_mistakes_in_one_line(
     assert "retired acme-prod of acme: devices" in retired.output
     again = runner.invoke(main, ["instances", "retire", "acme", "acme-prod"], env=env)
     assert again.exit_code == 1
-    assert again.output.startswith("Error: instance 'acme-prod' of customer 'acme'")
+    assert again.output.startswith("usage-collector: instance 'acme-prod' of customer 'acme'")
     assert "Traceback" not in again.output
     both = runner.invoke(main, ["forwarding", "rebill"], env=env)
     assert both.exit_code == 2
@@ -110,7 +110,9 @@ def test_a_cli_relink_carries_the_device_count_like_the_api(collector: RunningCo
     env = {"COLLECTOR_DATABASE_URL": collector.database_url}
     runner = CliRunner()
     for stripe_customer in ("cus_first", "cus_second"):
-        linked = runner.invoke(main, ["customers", "link", "acme", stripe_customer], env=env)
+        linked = runner.invoke(
+            main, ["customers", "link", "acme", stripe_customer, "--force"], env=env
+        )
         assert linked.exit_code == 0, linked.output
     assert "COLLECTOR_STRIPE_API_KEY" in linked.output
     audit = httpx.get(

@@ -247,7 +247,9 @@ class BillingMachine(RuleBasedStateMachine):
         new = self.run(self.h.create_subscription(self.customer, remember=False))
         self.run(self.h.client.v1.subscriptions.cancel_async(self.subscription.id))
         if via == "api":
-            self.run(self.h.services.forwarding.link(self.customer, new.stripe_customer_id))
+            self.run(
+                self.h.services.linking.link(self.customer, new.stripe_customer_id, replace=True)
+            )
         self.run(self.h.deliver_webhooks(SUBSCRIPTION_EVENTS))
         self.subscription = new
         self.subscriptions[new.stripe_customer_id] = new

@@ -8,6 +8,7 @@ with no dead letters and no meter event accepted twice.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -138,9 +139,13 @@ class Scenario:
         deliveries = control.flush_webhooks()
         assert deliveries
         assert all(d["status"] == "delivered" for d in deliveries), deliveries
-        linked = self.collector.run_cli("customers", "list")
+        linked = {
+            c["customer_id"]: c
+            for c in json.loads(self.collector.run_cli("customers", "list", "--output", "json"))
+        }
         for customer_id, stripe_id in self.stripe_customers.items():
-            assert f"{customer_id}\t{stripe_id}\tsub_" in linked, linked
+            assert linked[customer_id]["stripe_customer_id"] == stripe_id, linked
+            assert linked[customer_id]["subscription_id"].startswith("sub_"), linked
             token = self.collector.run_cli("tokens", "create", "--customer", customer_id)
             self.tokens[customer_id] = secret_from(token)
         self.viewer = secret_from(self.collector.run_cli("keys", "create", "--role", "viewer"))

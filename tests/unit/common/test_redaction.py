@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
+from common import redaction
 from common.logs import configure_logging
 from common.redaction import forget_secrets, redact, register_secret
 
@@ -62,3 +65,35 @@ def test_log_lines_and_tracebacks_are_redacted() -> None:
     lines = [json.loads(line) for line in output.splitlines()]
     assert "RuntimeError" in lines[0]["exception"]
     assert len(lines) == 2
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        "sk_test_",
+        "rk_live_",
+        "whsec_",
+        "umt_",
+        "umk_",
+        "Bearer ",
+        "BASIC ",
+        "://",
+        "user:",
+        "@",
+        "password=",
+        "PWD: ",
+        "passwd:",
+        "abcdEFGH1234",
+        " ",
+        "/",
+        "cust_1",
+    ]
+)
+
+
+@given(st.lists(FRAGMENTS, max_size=12).map("".join))
+def test_the_marker_scan_never_skips_text_a_pattern_would_change(text):
+    expected = text
+    for pattern, replacement in redaction._PATTERNS:
+        expected = pattern.sub(replacement, expected)
+
+    assert redact(text) == expected

@@ -61,7 +61,7 @@ async def test_relink_sends_current_device_count_to_new_customer(
     relinked_at = START + 3 * HOUR + 5 * timedelta(minutes=1)
     h.clock.set(relinked_at)
     new = await h.create_subscription(customer, remember=False)
-    await h.services.forwarding.link(customer, new.stripe_customer_id)
+    await h.services.linking.link(customer, new.stripe_customer_id, replace=True)
     await h.settle()
     assert await h.billed(new, new.period) == bill(devices=12, storage_gb=0, mqtt_messages=0), (
         "the new Stripe customer must get the current device count at once"
@@ -205,7 +205,7 @@ async def test_usage_ageing_towards_stripes_limit_is_reported_before_it_expires(
         expires = field_of(entry, "expires_at")
         assert oldest_end - timedelta(seconds=1) + 35 * DAY <= expires <= oldest_end + 35 * DAY
 
-    await h.services.forwarding.link(customer, subscription.stripe_customer_id)
+    await h.services.linking.link(customer, subscription.stripe_customer_id, replace=True)
     await h.settle()
     still = (await forwarding.status()).ageing
     assert [a for a in still if field_of(a, "customer_id") == customer] == []
