@@ -199,6 +199,27 @@ class CollectorSettings(BaseSettings):
         gt=0,
         description="Pause when there is nothing to forward (duration; bare number: seconds).",
     )
+    reconcile_interval: Seconds = Field(
+        default=900.0,
+        ge=0,
+        description="How often `serve` compares every linked customer's current period with "
+        "Stripe (duration; bare number: seconds); the customers are spread over the interval. "
+        "0 or `off` disables the background reconciler (`/reconcile` still works).",
+    )
+    reconcile_settle: Seconds = Field(
+        default=300.0,
+        ge=0,
+        description="How long a difference with Stripe may follow a metric's newest delivery "
+        "before it counts as drift (duration; bare number: seconds); until then, and while any "
+        "of its forwards waits, the metric is settling.",
+    )
+    reconcile_max_rps: float = Field(
+        default=5.0,
+        gt=0,
+        description="Most Stripe reads the background reconciler makes in any one second "
+        "(reads/s; every replica together on PostgreSQL). They add to the forwarder's calls "
+        "under Stripe's limits (25/s in test mode, 100/s live).",
+    )
     auth_disabled: bool = Field(
         default=False,
         description="Serve every endpoint without credentials (boolean; local demos only: "
@@ -244,6 +265,13 @@ class CollectorSettings(BaseSettings):
                 "call's batch could be resent while the call is still running"
             )
         return self
+
+    @field_validator("reconcile_interval", mode="before")
+    @classmethod
+    def _interval_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "false", "disabled"):
+            return 0.0
+        return value
 
     @field_validator("legacy_window")
     @classmethod

@@ -130,3 +130,42 @@ class CollectorMetrics:
             ["type", "result"],
             registry=registry,
         )
+        self.customers_in_sync = Gauge(
+            "usage_collector_customers_in_sync",
+            "Linked customers whose latest background reconcile of the current period matched "
+            "Stripe exactly for every metric.",
+            registry=registry,
+        )
+        self.customers_drifting = Gauge(
+            "usage_collector_customers_drifting",
+            "Linked customers whose latest background reconcile differs from Stripe for a metric "
+            "with no forward of it waiting and its newest delivery older than "
+            "COLLECTOR_RECONCILE_SETTLE.",
+            registry=registry,
+        )
+        self.customers_settling = Gauge(
+            "usage_collector_customers_settling",
+            "Linked customers apart from Stripe only while usage is on its way or within "
+            "COLLECTOR_RECONCILE_SETTLE of its delivery.",
+            registry=registry,
+        )
+        self.reconcile_max_drift = Gauge(
+            "usage_collector_reconcile_max_drift",
+            "Largest absolute difference between the collector's billable quantity and "
+            "Stripe's, in billable units, among drifting customers, by metric (0: none drifts).",
+            ["metric"],
+            registry=registry,
+        )
+        self.reconcile_checks = Counter(
+            "usage_collector_reconcile_checks_total",
+            "Customers reconciled by the background reconciler, by result (ok, failed).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("ok", "failed"):
+            self.reconcile_checks.labels(result)
+        self.reconcile_rounds = Counter(
+            "usage_collector_reconcile_rounds_total",
+            "Rounds of the background reconciler over every linked customer, completed.",
+            registry=registry,
+        )

@@ -34,6 +34,7 @@ from collector.api.health import SchemaReadiness, live, metrics, ready
 from collector.api.limits import BodyDeadline
 from collector.api.openapi import add_body_schemas, openapi_config
 from collector.api.query_params import refuse_stray_query_parameters
+from collector.api.reconciliation import ReconciliationController
 from collector.api.security_docs import document_security
 from collector.api.stripe_routes import BillingController, StripeWebhookController
 from collector.api.usage import UsageController
@@ -42,6 +43,7 @@ from collector.services.ageing import AgeingWatch
 from collector.services.auth import Authenticator
 from collector.services.credentials import CredentialService
 from collector.services.customers import CustomersService
+from collector.services.drift import ReconciliationList
 from collector.services.forwarder import Forwarder, ForwarderConfig
 from collector.services.forwarding_setup import make_limiter, make_sender, stripe_connection
 from collector.services.forwarding_status import ForwardingStatusService
@@ -50,8 +52,9 @@ from collector.services.instances import InstanceService
 from collector.services.linking import LinkingService
 from collector.services.period_hints import PeriodHints
 from collector.services.queue_gauges import QueueGauges
-from collector.services.ratelimit import CallLimiter
+from collector.services.ratelimit import CallLimiter, RateLimiter, SharedRateLimiter
 from collector.services.reconcile import ReconcileService
+from collector.services.reconciler import Reconciler
 from collector.services.subscriptions import SubscriptionItems
 from collector.services.token_buckets import RequestLimits, SharedTokenBuckets, TokenBuckets
 from collector.services.usage import UsageService
@@ -63,6 +66,8 @@ from common.clock import Clock, SystemClock
 from common.semantics import Semantics
 
 log = structlog.get_logger("collector")
+METERS_TTL = 300.0
+"""Seconds the background reconciler reuses Stripe's meter list (saves a read per customer)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class Services:
     linking: LinkingService
     customers: CustomersService
     queue_gauges: QueueGauges
+    reconciliation: ReconciliationList
+    reconcile_loop: Reconciler | None
+    """The background reconciler; None without Stripe, with forwarding off or interval 0."""
 
     async def close(self) -> None:
         """Stop the writer and the worker's clients, then close the database pool."""
@@ -141,6 +149,29 @@ def build_services(
     shared_limits = None if settings.is_sqlite else RateBucketStore(engine)
     view = CustomerViewStore(engine)
     forwarding = ForwardingStatusService(settings, outbox, links, clock, items, corrections, watch)
+    settle = timedelta(seconds=settings.reconcile_settle)
+    reconcile_loop = _make_reconcile_loop(
+        settings,
+        client,
+        ReconcileService(
+            client,
+            settings.stripe_mode,
+            links,
+            outbox,
+            usage,
+            catalogue,
+            clock,
+            view,
+            settle=settle,
+            limiter=_reconcile_limiter(settings, shared_limits, clock, database_clock),
+            meters_ttl=METERS_TTL,
+        ),
+        links,
+        view,
+        telemetry,
+        clock,
+        catalogue.names,
+    )
     return Services(
         credentials=CredentialService(credential_store, clock),
         authenticator=Authenticator(
@@ -196,8 +227,18 @@ def build_services(
         ),
         stripe=connection,
         reconciler=ReconcileService(
-            client, settings.stripe_mode, links, outbox, usage, catalogue, clock, view
+            client,
+            settings.stripe_mode,
+            links,
+            outbox,
+            usage,
+            catalogue,
+            clock,
+            view,
+            settle=settle,
         ),
+        reconciliation=ReconciliationList(view),
+        reconcile_loop=reconcile_loop,
         forwarder=forwarder
         or _make_forwarder(
             settings,
@@ -211,6 +252,51 @@ def build_services(
             telemetry,
             make_limiter(settings, shared_limits, clock, database_clock=database_clock),
         ),
+    )
+
+
+def _reconcile_limiter(
+    settings: CollectorSettings,
+    shared: RateBucketStore | None,
+    clock: Clock,
+    database_clock: bool,
+) -> CallLimiter:
+    """``COLLECTOR_RECONCILE_MAX_RPS`` for every replica together, or this process on SQLite."""
+    if shared is None:
+        return RateLimiter(settings.reconcile_max_rps, clock)
+    return SharedRateLimiter(
+        shared,
+        settings.reconcile_max_rps,
+        clock,
+        lease=settings.stripe_lease,
+        name="reconcile",
+        database_clock=database_clock,
+    )
+
+
+def _make_reconcile_loop(
+    settings: CollectorSettings,
+    client: stripe.StripeClient | None,
+    service: ReconcileService,
+    links: LinkStore,
+    view: CustomerViewStore,
+    telemetry: CollectorMetrics,
+    clock: Clock,
+    metrics: Sequence[str],
+) -> Reconciler | None:
+    """The background reconciler, or ``None`` without Stripe, with forwarding off, or off."""
+    if client is None or settings.stripe_mode is StripeMode.OFF:
+        return None
+    if settings.reconcile_interval <= 0:
+        return None
+    return Reconciler(
+        service,
+        links,
+        view,
+        telemetry,
+        clock,
+        metrics,
+        interval=settings.reconcile_interval,
     )
 
 
@@ -287,6 +373,16 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
     async def start_queue_gauges() -> None:
         tasks.append(asyncio.create_task(built.queue_gauges.run(stop)))
 
+    async def start_reconciler() -> None:
+        if built.reconcile_loop is not None:
+            log.info(
+                "the reconciler compares every linked customer with Stripe each interval",
+                interval_s=settings.reconcile_interval,
+                settle_s=settings.reconcile_settle,
+                max_rps=settings.reconcile_max_rps,
+            )
+            tasks.append(asyncio.create_task(built.reconcile_loop.run(stop)))
+
     async def dispose() -> None:
         stop.set()
         for task in tasks:
@@ -302,6 +398,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             UsageController,
             ForwardingController,
             CustomersController,
+            ReconciliationController,
             BillingController,
             StripeWebhookController,
             AdminController,
@@ -322,6 +419,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "schema_readiness": constant(SchemaReadiness(built.engine, built.clock)),
             "linking": constant(built.linking),
             "customers": constant(built.customers),
+            "reconciliation": constant(built.reconciliation),
             "authenticator": constant(built.authenticator),
         },
         exception_handlers={Exception: make_exception_handler(built.telemetry)},
@@ -333,7 +431,13 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             BodyShape(settings.max_body_bytes),
         ],
         guards=[fail_closed],
-        on_startup=[warn_if_open, describe_rate_limits, start_forwarder, start_queue_gauges],
+        on_startup=[
+            warn_if_open,
+            describe_rate_limits,
+            start_forwarder,
+            start_queue_gauges,
+            start_reconciler,
+        ],
         before_request=refuse_stray_query_parameters,
         on_shutdown=[dispose],
         logging_config=None,

@@ -45,8 +45,9 @@ class CustomerOut(BaseModel):
         description="Why stored usage cannot be billed now, and what fixes it; null if it can."
     )
     reconcile: str = Field(
-        description="Latest current-period reconcile: in_sync, drifting, settling (forwards "
-        "still on their way) or unknown (never run)."
+        description="Latest current-period reconcile (background or `/reconcile`): in_sync, "
+        "drifting, settling (forwards on their way, or within COLLECTOR_RECONCILE_SETTLE of a "
+        "delivery) or unknown (never run)."
     )
     reconciled_at: datetime | None
 

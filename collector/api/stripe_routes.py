@@ -39,6 +39,10 @@ class MetricReconciliationOut(BaseModel):
     stripe_value: Decimal | None = Field(description="Stripe's aggregate for the period.")
     in_sync: bool
     incomplete_windows: int = Field(description=INCOMPLETE_METRIC)
+    state: str = Field(
+        description="in_sync; settling (a forward of it waits, or its newest delivery is within "
+        "COLLECTOR_RECONCILE_SETTLE); drifting (apart past that)."
+    )
 
 
 class ReconcileOut(BaseModel):
@@ -47,6 +51,7 @@ class ReconcileOut(BaseModel):
     period_start: datetime
     period_end: datetime
     in_sync: bool
+    state: str = Field(description="drifting if a metric drifts, else settling if one settles.")
     pending_forwards: int = Field(
         description="This customer's forwards that Stripe has not acknowledged yet."
     )
@@ -146,6 +151,7 @@ class BillingController(Controller):
             period_start=result.period.start,
             period_end=result.period.end,
             in_sync=result.in_sync,
+            state=result.state,
             pending_forwards=result.pending_forwards,
             complete=result.complete,
             incomplete_windows=result.incomplete_windows,

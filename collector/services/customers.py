@@ -4,8 +4,8 @@ A customer is anyone who reported or was linked. Its instances are silent when t
 window ended more than ``silent_intervals`` of their own window lengths ago (the agent's own
 health rule uses three). Usage is unbillable when it waits with no billing period to go to:
 no link, or a link whose subscription was not read yet (``ForwardingStatusService.waiting``).
-The reconcile state is the latest stored result of ``/reconcile`` for the current period:
-``unknown`` until one ran.
+The reconcile state is the latest stored result of ``/reconcile`` or of the background
+reconciler for the current period: ``unknown`` until one ran.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from collector.adapters.db.customer_view import CustomerViewStore, ForwardTally, ReconcileRecord
 from collector.adapters.db.links import LinkStore
+from collector.services.drift import stored_state
 from collector.services.periods import resolve
 from common.billing_periods import PeriodBounds
 from common.clock import Clock
@@ -85,13 +86,9 @@ class CustomerFilter:
 
 
 def reconcile_state(result: ReconcileRecord | None) -> str:
-    """``in_sync``, ``drifting``, ``settling`` (apart while forwards are still on their way) or
-    ``unknown`` (never reconciled)."""
-    if result is None:
-        return "unknown"
-    if result.in_sync:
-        return "in_sync"
-    return "settling" if result.drift.get("pending_forwards") else "drifting"
+    """``in_sync``, ``drifting``, ``settling`` (apart while usage is on its way or within the
+    settle delay) or ``unknown`` (never reconciled): the stored state, see ``drift``."""
+    return stored_state(result)
 
 
 class CustomersService:

@@ -1,7 +1,15 @@
-"""Reconciliation and invoice preview: the collector's view of a period beside Stripe's."""
+"""Reconciliation and invoice preview: the collector's view of a period beside Stripe's.
+
+Each metric's comparison is exact; whether a difference is drift or usage still settling is
+decided by ``collector.services.drift``. Every Stripe read passes the optional limiter (the
+background reconciler's ``COLLECTOR_RECONCILE_MAX_RPS``): the meter list, when it is not cached,
+and one summary per metric.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,8 +25,10 @@ from collector.adapters.stripe.client import LEGACY_API_VERSION, translate
 from collector.adapters.stripe.subscriptions import as_dict
 from collector.errors import CustomerNotLinked, StripeNotConfigured
 from collector.services.combination import combine
+from collector.services.drift import IN_SYNC, customer_state, metric_state
 from collector.services.periods import resolve
 from collector.services.planning import as_window
+from collector.services.ratelimit import CallLimiter
 from collector.services.usage import UsageService
 from collector.settings import StripeMode
 from common.catalogue import MetricCatalogue
@@ -39,6 +49,17 @@ class MetricReconciliation:
     in_sync: bool
     incomplete_windows: int = 0
     """Windows of the period whose report lists this metric as missing or unmeasured."""
+    waiting: int = 0
+    """Forwards of this metric Stripe has not acknowledged yet."""
+    last_sent_at: datetime | None = None
+    """When Stripe last acknowledged a batch of this metric."""
+    state: str = IN_SYNC
+    """in_sync, settling or drifting (``collector.services.drift``)."""
+
+    @property
+    def difference(self) -> Decimal:
+        """Stripe's value minus the collector's billable quantity, a missing side as 0."""
+        return (self.stripe_value or Decimal(0)) - Decimal(self.collector_billable or 0)
 
 
 @dataclass(frozen=True)
@@ -50,10 +71,15 @@ class Reconciliation:
     pending_forwards: int
     incomplete_windows: int = 0
     """Reports of the period that are partial or list a metric as unmeasured."""
+    checked_at: datetime | None = None
 
     @property
     def in_sync(self) -> bool:
         return all(m.in_sync for m in self.metrics)
+
+    @property
+    def state(self) -> str:
+        return customer_state(m.state for m in self.metrics)
 
     @property
     def complete(self) -> bool:
@@ -62,14 +88,16 @@ class Reconciliation:
 
 
 def record_of(result: Reconciliation, checked_at: datetime) -> ReconcileRecord:
-    """A current-period result as the customer's latest reconcile state."""
+    """A current-period result as the customer's latest reconcile state, every metric listed."""
     drift: dict[str, Any] = {
         m.metric: {
             "collector": m.collector_billable,
             "stripe": None if m.stripe_value is None else str(m.stripe_value),
+            "difference": str(m.difference),
+            "state": m.state,
+            "waiting": m.waiting,
         }
         for m in result.metrics
-        if not m.in_sync
     }
     return ReconcileRecord(
         customer_id=result.customer_id,
@@ -79,6 +107,7 @@ def record_of(result: Reconciliation, checked_at: datetime) -> ReconcileRecord:
         period_end=result.period.end,
         in_sync=result.in_sync,
         drift={"metrics": drift, "pending_forwards": result.pending_forwards},
+        state=result.state,
     )
 
 
@@ -102,8 +131,19 @@ class ReconcileService:
         catalogue: MetricCatalogue,
         clock: Clock,
         results: CustomerViewStore | None = None,
+        *,
+        settle: timedelta = timedelta(0),
+        limiter: CallLimiter | None = None,
+        meters_ttl: float = 0.0,
     ) -> None:
+        """``settle``: how long a difference may follow a delivery before it is drift.
+        ``limiter``: held around every Stripe read. ``meters_ttl``: seconds the meter list is
+        reused (0: read for every reconcile)."""
         self._results = results
+        self._settle = settle
+        self._limiter = limiter
+        self._meters_ttl = meters_ttl
+        self._meters: tuple[float, dict[str, dict[str, Any]]] | None = None
         self._client = client
         self._mode = mode
         self._links = links
@@ -111,6 +151,20 @@ class ReconcileService:
         self._usage = usage
         self._catalogue = catalogue
         self._clock = clock
+
+    def _read(self) -> AbstractAsyncContextManager[None]:
+        """One Stripe read's slot under the limiter, if there is one."""
+        return self._limiter.slot() if self._limiter is not None else contextlib.nullcontext()
+
+    async def _active_meters(self, client: stripe.StripeClient) -> dict[str, dict[str, Any]]:
+        now = self._clock.monotonic()
+        if self._meters is not None and now - self._meters[0] < self._meters_ttl:
+            return self._meters[1]
+        async with self._read():
+            meters = await StripeCatalog(client).meters()
+        if self._meters_ttl > 0:
+            self._meters = (now, meters)
+        return meters
 
     def _stripe(self) -> stripe.StripeClient:
         if self._client is None:
@@ -150,9 +204,8 @@ class ReconcileService:
             totals = await self._usage.totals(customer_id, period.start, period.end)
             stored = {t.name: t.value for t in totals.totals}
             incomplete = totals.incomplete
-        meters = (
-            {} if self._mode is StripeMode.USAGE_RECORDS else await StripeCatalog(client).meters()
-        )
+        meters = {} if self._mode is StripeMode.USAGE_RECORDS else await self._active_meters(client)
+        deliveries = await self._outbox.deliveries(customer_id)
         rows = []
         for name in self._catalogue.names:
             definition = self._catalogue[name]
@@ -170,6 +223,9 @@ class ReconcileService:
                 )
             expected = Decimal(billable) if billable is not None else None
             in_sync = (remote or Decimal(0)) == (expected or Decimal(0))
+            delivery = deliveries.get(name)
+            waiting = delivery.waiting if delivery else 0
+            last_sent = delivery.last_sent_at if delivery else None
             rows.append(
                 MetricReconciliation(
                     name,
@@ -180,11 +236,14 @@ class ReconcileService:
                     remote,
                     in_sync,
                     incomplete.by_metric.get(name, 0),
+                    waiting,
+                    last_sent,
+                    metric_state(in_sync, waiting, last_sent, moment, self._settle),
                 )
             )
         pending = await self._outbox.waiting_for(customer_id)
         result = Reconciliation(
-            customer_id, link.stripe_customer_id, period, rows, pending, incomplete.reports
+            customer_id, link.stripe_customer_id, period, rows, pending, incomplete.reports, moment
         )
         if at is None and self._results is not None:
             await self._results.record_reconcile(record_of(result, moment))
@@ -209,14 +268,15 @@ class ReconcileService:
         period: Window,
     ) -> Decimal:
         try:
-            page = await client.v1.billing.meters.event_summaries.list_async(
-                meter["id"],
-                {
-                    "customer": stripe_customer,
-                    "start_time": int(_floor_minute(period.start).timestamp()),
-                    "end_time": int(_ceil_minute(period.end).timestamp()),
-                },
-            )
+            async with self._read():
+                page = await client.v1.billing.meters.event_summaries.list_async(
+                    meter["id"],
+                    {
+                        "customer": stripe_customer,
+                        "start_time": int(_floor_minute(period.start).timestamp()),
+                        "end_time": int(_ceil_minute(period.end).timestamp()),
+                    },
+                )
         except stripe.StripeError as exc:
             raise translate(exc) from exc
         summaries = [as_dict(s) for s in page.data]
@@ -229,11 +289,12 @@ class ReconcileService:
         if item is None:
             return None
         try:
-            response = await client.raw_request_async(
-                "get",
-                f"/v1/subscription_items/{item.subscription_item_id}/usage_record_summaries",
-                stripe_version=LEGACY_API_VERSION,
-            )
+            async with self._read():
+                response = await client.raw_request_async(
+                    "get",
+                    f"/v1/subscription_items/{item.subscription_item_id}/usage_record_summaries",
+                    stripe_version=LEGACY_API_VERSION,
+                )
         except stripe.StripeError as exc:
             raise translate(exc) from exc
         body = client.deserialize(response, api_mode="V1").to_dict()

@@ -49,6 +49,8 @@ class ReconcileRecord:
     period_end: datetime
     in_sync: bool
     drift: dict[str, Any]
+    state: str | None = None
+    """in_sync, drifting or settling; None for results stored before it was kept."""
 
 
 class CustomerViewStore:

@@ -16,6 +16,7 @@ from collector.adapters.db import formation, queue_state
 from collector.adapters.db.outbox_records import (
     Formation,
     MeterState,
+    MetricDelivery,
     NewBatch,
     PendingForward,
     Planner,
@@ -43,6 +44,7 @@ class RefusedAsTooOld(Conflict):
 __all__ = [
     "Formation",
     "MeterState",
+    "MetricDelivery",
     "NewBatch",
     "OutboxStore",
     "PendingForward",
@@ -384,6 +386,29 @@ class OutboxStore:
                 )
             )
             return int(result.scalar_one())
+
+    async def deliveries(self, customer_id: str) -> dict[str, MetricDelivery]:
+        """Per metric of one customer: forwards still waiting, and the newest acknowledgement."""
+        async with self._engine.connect() as conn:
+            waiting = await conn.execute(
+                select(FORWARDS.c.metric, func.count())
+                .where(
+                    FORWARDS.c.customer_id == customer_id,
+                    FORWARDS.c.state.in_(("pending", "batched")),
+                )
+                .group_by(FORWARDS.c.metric)
+            )
+            sent = await conn.execute(
+                select(BATCHES.c.metric, func.max(BATCHES.c.sent_at))
+                .where(BATCHES.c.customer_id == customer_id, BATCHES.c.sent_at.is_not(None))
+                .group_by(BATCHES.c.metric)
+            )
+            counts = {m: int(n) for m, n in waiting.all()}
+            newest = {m: at for m, at in sent.all()}
+        return {
+            metric: MetricDelivery(counts.get(metric, 0), newest.get(metric))
+            for metric in set(counts) | set(newest)
+        }
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Forwards and batches by state."""

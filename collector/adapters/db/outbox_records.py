@@ -79,6 +79,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class MetricDelivery:
+    """One customer's metric on its way to Stripe: forwards waiting, and the newest delivery."""
+
+    waiting: int = 0
+    """Forwards Stripe has not acknowledged (pending or batched)."""
+    last_sent_at: datetime | None = None
+    """When Stripe last acknowledged a batch of it."""
+
+
+@dataclass(frozen=True)
 class MeterState:
     period_id: int
     customer_id: str

@@ -269,7 +269,10 @@ class ReconcileResultRow(Base):
     period_end: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     in_sync: Mapped[bool] = mapped_column(Boolean, nullable=False)
     drift: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    """Per drifting metric: the collector's billable quantity and Stripe's."""
+    """Per metric: the collector's billable quantity, Stripe's, their difference and state;
+    and ``pending_forwards``. Rows from before revision 0008 list the metrics out of sync only."""
+    state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """in_sync, drifting or settling (``collector.services.drift``); null before 0008."""
 
 
 class WebhookEventRow(Base):

@@ -26,6 +26,8 @@ DURATIONS = [
     ("COLLECTOR_AUTH_LAST_USED_INTERVAL", "auth_last_used_interval", "-1", "1m"),
     ("COLLECTOR_BODY_READ_TIMEOUT", "body_read_timeout", "0", "30s"),
     ("COLLECTOR_HEADER_READ_TIMEOUT", "header_read_timeout", "0", "10s"),
+    ("COLLECTOR_RECONCILE_INTERVAL", "reconcile_interval", "-1", "15m"),
+    ("COLLECTOR_RECONCILE_SETTLE", "reconcile_settle", "-1", "5m"),
 ]
 IDS = [row[0] for row in DURATIONS]
 # The lease must outlast the call timeout, so the longer values below keep that true.
