@@ -29,7 +29,7 @@ from collector.api.header_deadline import http_protocol
 from collector.cli.billing import forwarding, instances
 from collector.cli.credentials import keys, tokens
 from collector.cli.customers import customers
-from collector.cli.errors import OneLineErrors, invalid_settings
+from collector.cli.errors import CommandFailed, OneLineErrors, invalid_settings
 from collector.cli.output import JSON, emit_json, fields, output_option
 from collector.errors import CollectorError
 from collector.secrets import register_settings_secrets
@@ -215,7 +215,16 @@ def stripe_sandbox(
     host: str, port: int, webhook_url: str | None, webhook_secret: str | None, seed: int | None
 ) -> None:
     """Run the Stripe-compatible sandbox (no Stripe account needed)."""
-    from collector.stripe_sandbox import serve as serve_sandbox
+    try:
+        from collector.stripe_sandbox import serve as serve_sandbox
+    except ModuleNotFoundError as error:
+        # The production image's wheel is built without it (Dockerfile.collector).
+        if error.name != "collector.stripe_sandbox":
+            raise
+        raise CommandFailed(
+            "the Stripe sandbox is not installed in this image: it is a development tool, left "
+            "out of the production images; run it from a source checkout (pip install -e .)"
+        ) from None
 
     configure_logging("info", json=False)
     click.echo(f"Stripe sandbox on http://{host}:{port} (point COLLECTOR_STRIPE_API_BASE at it)")
