@@ -7,7 +7,7 @@ import binascii
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from collector.adapters.db.links import LinkStore
@@ -101,6 +101,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     return end, row_id
 
 
+STRIPE_MAX_AGE = timedelta(days=35)
+
+
 class UsageService:
     def __init__(
         self,
@@ -165,14 +168,18 @@ class UsageService:
         source = PeriodSource.REQUEST
         start = bounded_utc(since, "since") if since else None
         end = bounded_utc(until, "until") if until else None
+        reach = timedelta(0)
         if start is None or end is None:
-            period, source = await self.current_period(customer_id, self._clock.now())
+            period, source, first = await self.current_period(customer_id, self._clock.now())
+            if first and start is None:
+                # Windows before the subscription's first period are billed in it.
+                reach = STRIPE_MAX_AGE
             start = start or period.start
             end = end or period.end
         if end <= start:
             raise ValidationFailed("until must be after since", field="until")
-        rows = await self._store.in_period(customer_id, start, end)
-        incomplete = await self._store.incomplete_in_period(customer_id, start, end)
+        rows = await self._store.in_period(customer_id, start - reach, end)
+        incomplete = await self._store.incomplete_in_period(customer_id, start - reach, end)
         totals = []
         for name in self._catalogue.names:
             definition = self._catalogue[name]
@@ -203,12 +210,13 @@ class UsageService:
 
     async def current_period(
         self, customer_id: str, moment: datetime
-    ) -> tuple[Window, PeriodSource]:
+    ) -> tuple[Window, PeriodSource, bool]:
         """The period containing ``moment`` by the billing rule ``/reconcile`` follows.
 
         A linked customer's period is the current link's period billing ``moment`` (past the
-        last known one, the latest known); without a link, a known period or a live
-        subscription, the UTC calendar month.
+        last known one, the latest known). The flag is true for the subscription's first
+        period, which also bills the windows of the 35 days before it. Without a link, a known
+        period or a live subscription, the UTC calendar month.
         """
         link = await self._links.get(customer_id) if self._links is not None else None
         if link is not None and self._links is not None:
@@ -217,8 +225,9 @@ class UsageService:
             # a link without a live subscription bills by calendar month (a period with no
             # subscription id): the same month as below
             if period is not None and period.subscription_id:
-                return Window(period.start, period.end), PeriodSource.SUBSCRIPTION
-        return calendar_month(moment), PeriodSource.CALENDAR
+                first = period.start == periods[0].start
+                return Window(period.start, period.end), PeriodSource.SUBSCRIPTION, first
+        return calendar_month(moment), PeriodSource.CALENDAR, False
 
     async def incomplete(
         self, customer_id: str, start: datetime, end: datetime

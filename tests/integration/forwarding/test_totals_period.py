@@ -69,3 +69,25 @@ async def test_totals_with_both_bounds_say_the_request_chose_the_period(
     assert half.json()["period_source"] == "subscription"
     assert half.json()["since"] == "2026-03-02T00:00:00Z"
     assert half.json()["until"] == "2026-04-01T12:00:00Z"
+
+
+async def test_windows_before_the_first_period_count_in_it_as_stripe_bills_them(
+    stripe_sandbox: Sandbox, sandbox_clock: ManualClock, tmp_path: Path
+) -> None:
+    """The agent may report before the subscription starts; those windows bill in its first
+    period, so the totals of that period include them and agree with Stripe."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+    async with harness(stripe_sandbox.url, sandbox_clock, url, "meter_events") as h:
+        subscription = await h.create_subscription("cust_early")
+        start, _ = subscription.period
+        await h.ingest(hourly_report("cust_early", start - timedelta(hours=2), 1, mqtt_messages=5))
+        await h.report(hourly_report("cust_early", start, 1, mqtt_messages=7))
+        await h.settle()
+        async with api_client(h, "viewer") as api:
+            totals = (await api.get("/api/usage/cust_early/totals")).json()
+            reconciled = (await api.get("/api/usage/cust_early/reconcile")).json()
+
+    assert totals["since"] == iso(start)
+    assert {t["name"]: t["value"] for t in totals["totals"]} == {"mqtt_messages": "12"}
+    (mqtt,) = [m for m in reconciled["metrics"] if m["metric"] == "mqtt_messages"]
+    assert mqtt["in_sync"] is True
