@@ -100,6 +100,20 @@ LINK_ERRORS = {
 }
 
 
+async def link_customer(
+    request: Request[Any, Any, Any], customer_id: str, data: LinkIn, linking: LinkingService
+) -> LinkOut:
+    """Both link routes: the caller's principal is the audited actor."""
+    result = await linking.link(
+        customer_id,
+        data.stripe_customer_id,
+        replace=data.replace,
+        share=data.share,
+        actor=current_principal(request).describe(),
+    )
+    return LinkOut.of(result)
+
+
 class CustomersController(Controller):
     path = "/api/customers"
     tags = ["customers"]
@@ -174,11 +188,4 @@ class CustomersController(Controller):
         data: JSONBody[LinkIn],
         linking: NamedDependency[LinkingService],
     ) -> LinkOut:
-        result = await linking.link(
-            customer_id,
-            data.stripe_customer_id,
-            replace=data.replace,
-            share=data.share,
-            actor=current_principal(request).describe(),
-        )
-        return LinkOut.of(result)
+        return await link_customer(request, customer_id, data, linking)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import BatchRow
 from collector.api.auth import current_principal, editor, viewer
-from collector.api.customers import LINK_ERRORS, LinkIn, LinkOut
+from collector.api.customers import LINK_ERRORS, LinkIn, LinkOut, link_customer
 from collector.api.schemas import ErrorBody
 from collector.services.forwarding_status import ForwardingStatus, ForwardingStatusService
 from collector.services.instances import InstanceService
@@ -191,14 +191,7 @@ class ForwardingController(Controller):
         data: JSONBody[LinkIn],
         linking: NamedDependency[LinkingService],
     ) -> LinkOut:
-        result = await linking.link(
-            customer_id,
-            data.stripe_customer_id,
-            replace=data.replace,
-            share=data.share,
-            actor=current_principal(request).describe(),
-        )
-        return LinkOut.of(result)
+        return await link_customer(request, customer_id, data, linking)
 
     @post(
         "/batches/{batch_id:int}/rebill",
