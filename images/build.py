@@ -1,15 +1,17 @@
 """Build the agent and collector images without a Docker engine: buildah, a local Debian base.
 
 The same Dockerfiles users build with ``docker build`` on ``python:3.12-slim`` are built here
-with ``buildah bud`` (vfs storage, chroot isolation, no daemon) on a Debian trixie root
-filesystem made by ``mmdebstrap``, through the ``BASE`` build argument. No build step reaches
-the network: every dependency comes from ``wheelhouse/``, filled on the host from the pins in
+with ``buildah bud`` (vfs storage, chroot isolation, no daemon) through two build arguments:
+``BASE``, a Debian trixie root filesystem made by ``mmdebstrap`` with Python, venv and pip, for
+the build stage; ``RUNTIME_BASE``, the same root filesystem less everything that only installs
+software (images/runtime_base.py), for the runtime stage. No build step reaches the network:
+every dependency comes from ``wheelhouse/``, filled on the host from the pins in
 ``images/constraints.txt`` for the base image's Python.
 
 Everything slow is cached under ``build/images/`` (gitignored; ``IMAGES_CACHE`` moves it): the
-base tarball (remade after ``BASE_MAX_AGE_DAYS`` so security updates come in), the imported
-base image and buildah's own storage. ``wheelhouse/`` keeps the wheels it already has. A fresh
-clone starts with neither and builds them.
+base tarball (remade after ``BASE_MAX_AGE_DAYS`` so security updates come in), the runtime
+tarball made from it, the imported base images and buildah's own storage. ``wheelhouse/`` keeps
+the wheels it already has. A fresh clone starts with neither and builds them.
 
     python3 images/build.py wheelhouse --python 3.12    # for `docker build` on python:3.12-slim
     python3 images/build.py images                      # base + wheelhouse + both images, sizes
@@ -32,6 +34,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+if not __package__:
+    # Run as `python3 images/build.py`: the `images` package is importable from the repository.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from images import runtime_base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO_ROOT / "images" / "constraints.txt"
@@ -142,14 +149,12 @@ class Buildah:
         """Uncompressed size in bytes, every layer counted (what `docker images` shows)."""
         return sum(self.layer_sizes(name))
 
-    def prune(self, keep_tag: str) -> None:
-        """Drop the images of older bases and those a rebuild left unnamed (vfs keeps each as a
-        full copy of its root filesystem)."""
+    def prune(self, keep: set[str]) -> None:
+        """Drop this project's images not in ``keep`` (older bases) and those a rebuild left
+        unnamed (vfs keeps each as a full copy of its root filesystem)."""
         listing = self.run("images", "--format", "{{.Name}}:{{.Tag}}")
         stale = [
-            name
-            for name in listing.split()
-            if name.startswith(IMAGE_PREFIX) and not name.endswith(f":{keep_tag}")
+            name for name in listing.split() if name.startswith(IMAGE_PREFIX) and name not in keep
         ]
         if stale:
             self.run("rmi", "--force", *stale)
@@ -198,17 +203,48 @@ def base_python(tarball: Path) -> str:
     raise ImageBuildError(f"{tarball}: no /usr/bin/python3 -> python3.X link")
 
 
-def base_image(buildah: Buildah, tarball: Path) -> str:
+def _stat_key(path: Path, *extra: bytes) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for data in extra:
+        digest.update(data)
+    return digest.hexdigest()[:12]
+
+
+def runtime_tarball(base: Path, *, log: bool = True) -> Path:
+    """The runtime root filesystem of ``base``; remade when the base or the rules change."""
+    rules = Path(runtime_base.__file__).read_bytes()
+    path = base.with_name(f"runtime-{SUITE}-{_stat_key(base, rules)}.tar")
+    if path.exists():
+        return path
+    for stale in base.parent.glob(f"runtime-{SUITE}-*.tar"):
+        stale.unlink()
+    if log:
+        print(f"images: {path.name}: {base.name} less what only installs software", file=sys.stderr)
+    partial = path.with_suffix(".partial")
+    try:
+        runtime_base.write_runtime_tarball(base, partial)
+    except (runtime_base.RuntimeBaseError, OSError, tarfile.TarError) as error:
+        raise ImageBuildError(f"cannot make the runtime base from {base}: {error}") from error
+    partial.replace(path)
+    return path
+
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def base_image(
+    buildah: Buildah, tarball: Path, *, kind: str = "base", cmd: str = "/bin/bash"
+) -> str:
     """The tarball as a local image, named after its size and mtime (re-imported when remade)."""
-    stat = tarball.stat()
-    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    name = f"{IMAGE_PREFIX}-base:{SUITE}-{key}"
+    name = f"{IMAGE_PREFIX}-{kind}:{SUITE}-{_stat_key(tarball)}"
     if buildah.has_image(name):
         return name
     container = buildah.run("from", "scratch").strip()
     try:
         buildah.run("add", container, str(tarball), "/")
-        buildah.run("config", "--cmd", "/bin/bash", "--env", "LANG=C.UTF-8", container)
+        config = ["--cmd", cmd, "--env", "LANG=C.UTF-8", "--env", f"PATH={PATH}"]
+        buildah.run("config", *config, container)
         buildah.run("commit", "--rm", container, name)
     except ImageBuildError:
         buildah.run("rm", container)
@@ -309,9 +345,12 @@ def image_name(component: str, base: str) -> str:
     return f"{IMAGE_PREFIX}-{component}:{tag}"
 
 
-def build_image(buildah: Buildah, component: str, base: str, *, log: bool = True) -> str:
-    """``buildah bud`` of ``Dockerfile.<component>`` on ``base``, offline (``--network none``)."""
-    name = image_name(component, base)
+def build_image(
+    buildah: Buildah, component: str, base: str, runtime: str, *, log: bool = True
+) -> str:
+    """``buildah bud`` of ``Dockerfile.<component>``: built on ``base``, run on ``runtime``,
+    offline (``--network none``)."""
+    name = image_name(component, runtime)
     if log:
         print(f"images: building {name}", file=sys.stderr)
     buildah.run(
@@ -321,6 +360,8 @@ def build_image(buildah: Buildah, component: str, base: str, *, log: bool = True
         "--pull-never",
         "--build-arg",
         f"BASE={base}",
+        "--build-arg",
+        f"RUNTIME_BASE={runtime}",
         "--file",
         f"Dockerfile.{component}",
         "--tag",
@@ -333,6 +374,7 @@ def build_image(buildah: Buildah, component: str, base: str, *, log: bool = True
 @dataclass(frozen=True)
 class Built:
     base: str
+    runtime: str
     python: str
     images: dict[str, str]
     seconds: dict[str, float]
@@ -341,13 +383,16 @@ class Built:
 def build_all(
     components: Sequence[str] = COMPONENTS, *, refresh_base: bool = False, log: bool = True
 ) -> Built:
-    """Base tarball, base image, wheelhouse for its Python, then each image; timed."""
+    """Base tarballs and images, wheelhouse for their Python, then each image; timed."""
     buildah = Buildah.in_cache()
     seconds: dict[str, float] = {}
     started = time.monotonic()
     tarball = base_tarball(refresh=refresh_base, log=log)
     python = base_python(tarball)
     base = base_image(buildah, tarball)
+    runtime = base_image(
+        buildah, runtime_tarball(tarball, log=log), kind="runtime", cmd="/usr/bin/python3"
+    )
     seconds["base"] = time.monotonic() - started
     started = time.monotonic()
     wheelhouse([python], log=log)
@@ -355,15 +400,15 @@ def build_all(
 
     def build(component: str) -> tuple[str, float]:
         started = time.monotonic()
-        return build_image(buildah, component, base, log=log), time.monotonic() - started
+        return build_image(buildah, component, base, runtime, log=log), time.monotonic() - started
 
     # Side by side: each build waits on copies of the root filesystem as much as on the CPU.
     with ThreadPoolExecutor(max_workers=len(components)) as pool:
         results = dict(zip(components, pool.map(build, components), strict=True))
     images = {component: name for component, (name, _) in results.items()}
     seconds |= {component: spent for component, (_, spent) in results.items()}
-    buildah.prune(keep_tag=base.rsplit(":", 1)[-1])
-    return Built(base=base, python=python, images=images, seconds=seconds)
+    buildah.prune(keep={base, runtime, *images.values()})
+    return Built(base=base, runtime=runtime, python=python, images=images, seconds=seconds)
 
 
 def megabytes(size: int) -> str:
@@ -390,12 +435,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"images: {error}", file=sys.stderr)
         return 1
     buildah = Buildah.in_cache()
-    base_size = buildah.image_size(built.base)
-    print(f"{built.base} (Python {built.python}): {megabytes(base_size)}")
+    base_size = megabytes(buildah.image_size(built.base))
+    print(f"{built.base} (Python {built.python}, build stage): {base_size}")
+    runtime_size = buildah.image_size(built.runtime)
+    print(f"{built.runtime} (runtime stage): {megabytes(runtime_size)}")
     for component, name in built.images.items():
         size = buildah.image_size(name)
         print(
-            f"{name}: {megabytes(size)} ({megabytes(size - base_size)} on the base; "
+            f"{name}: {megabytes(size)} ({megabytes(size - runtime_size)} on the runtime base; "
             f"built in {built.seconds[component]:.0f} s)"
         )
     return 0

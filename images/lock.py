@@ -9,8 +9,14 @@ evaluating markers for every Python the images are built for, and pins each dist
 installed version. The build backend (``setuptools``, for the image's own wheel) is not in the
 venv; it keeps its pin, or takes the one given with ``--setuptools``.
 
+It also writes each image's exact requirement list, ``images/agent.txt`` and
+``images/collector.txt``: the closure of that image's extra at the same pins, less the declared
+dependencies the image never imports (:data:`LEFT_OUT`, each with its reason). The Dockerfiles
+install a list with ``--no-deps``, so what is left out stays out; the image tests run what each
+image runs (tests/integration/images).
+
 To move to newer versions: ``.venv/bin/pip install -U -e '.[dev]'``, run the suite, then
-``.venv/bin/python images/lock.py`` and commit both.
+``.venv/bin/python images/lock.py`` and commit all three files.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +39,23 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 # python:3.12-slim for `docker build`, Debian trixie's python3 (3.13) for the buildah tests.
 TARGET_PYTHONS = ("3.12", "3.13")
 EXTRAS = ("agent", "collector")
+IMAGES = {extra: REPO_ROOT / "images" / f"{extra}.txt" for extra in EXTRAS}
+
+# Declared dependencies an image leaves out: nothing the image runs imports them. What only they
+# need goes with them (aiohttp's yarl, multidict, ...; rich's Pygments).
+LEFT_OUT: dict[str, dict[str, str]] = {
+    "agent": {
+        "aiohttp": "kubernetes.aio only, the asyncio client, which the image leaves out: "
+        "the agent uses the synchronous client",
+        "aiohttp-retry": "kubernetes.aio only",
+        "dateparser": "prometheus_api_client.utils only, which PrometheusConnect never imports",
+    },
+    "collector": {
+        "rich-click": "litestar's own command line; usage-collector is plain click",
+        "rich": "litestar's own command line, and structlog's optional traceback renderer: "
+        "the collector's logs format tracebacks with the standard library",
+    },
+}
 
 
 class LockError(Exception):
@@ -104,21 +127,30 @@ def _wanted(marker: Marker | None, extras: Iterable[str]) -> bool:
     )
 
 
-def runtime_pins(roots: Iterable[Requirement]) -> dict[str, Pin]:
-    """Every distribution ``roots`` need on a target Python, at the version installed here."""
+def runtime_pins(
+    roots: Iterable[Requirement],
+    left_out: Iterable[str] = (),
+    distribution: Callable[[str], metadata.Distribution] = metadata.distribution,
+) -> dict[str, Pin]:
+    """Every distribution ``roots`` need on a target Python, at the version installed here.
+
+    The walk does not enter ``left_out``, so what only they need is not pinned either.
+    ``distribution`` finds an installed distribution by name (another site-packages' too).
+    """
+    skipped = {canonicalize_name(name) for name in left_out}
     pins: dict[str, Pin] = {}
     pending: list[tuple[Requirement, str]] = [(r, "pyproject.toml") for r in roots]
     seen_extras: dict[str, set[str]] = {}
     while pending:
         requirement, wanted_by = pending.pop()
         key = canonicalize_name(requirement.name)
-        if key == "iot-usage-metering":
+        if key == "iot-usage-metering" or key in skipped:
             continue
         extras = set(requirement.extras)
         if key in seen_extras and extras <= seen_extras[key]:
             continue
         try:
-            dist = metadata.distribution(requirement.name)
+            dist = distribution(requirement.name)
         except metadata.PackageNotFoundError:
             raise LockError(
                 f"{requirement.name} (wanted by {wanted_by}) is not installed in {sys.prefix}: "
@@ -163,6 +195,26 @@ HEADER = """\
 """
 
 
+def image_pins(extra: str) -> dict[str, Pin]:
+    """What the ``extra`` image installs: its extra's closure, less :data:`LEFT_OUT`."""
+    return runtime_pins(project_requirements([extra]), LEFT_OUT[extra])
+
+
+IMAGE_HEADER = """\
+# What the {extra} image installs, exactly (pip --no-deps): iot-usage-metering[{extra}] and what
+# it needs, at the versions of images/constraints.txt, less the declared dependencies it never
+# imports. Written by `.venv/bin/python images/lock.py`; do not edit by hand.
+"""
+
+
+def render_image(extra: str, pins: dict[str, Pin]) -> str:
+    lines = [IMAGE_HEADER.format(extra=extra).rstrip("\n"), "#", "# Left out, with what needs it:"]
+    lines += [f"#   {name}: {reason}" for name, reason in LEFT_OUT[extra].items()]
+    lines.append("")
+    lines += [pins[key].line() for key in sorted(pins)]
+    return "\n".join(lines) + "\n"
+
+
 def render(runtime: dict[str, Pin], build: dict[str, Pin]) -> str:
     lines = [HEADER.format(pythons=", ".join(TARGET_PYTHONS)).rstrip("\n"), ""]
     lines.append("# runtime: iot-usage-metering[agent,collector] and what it needs")
@@ -180,18 +232,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         existing = read_pins() if CONSTRAINTS.exists() else {}
-        text = render(runtime_pins(project_requirements()), build_pins(existing, args.setuptools))
+        texts = {
+            CONSTRAINTS: render(
+                runtime_pins(project_requirements()), build_pins(existing, args.setuptools)
+            )
+        }
+        texts |= {path: render_image(extra, image_pins(extra)) for extra, path in IMAGES.items()}
     except LockError as error:
         print(f"images/lock.py: {error}", file=sys.stderr)
         return 2
     if args.check:
-        if not CONSTRAINTS.exists() or CONSTRAINTS.read_text() != text:
-            print("images/constraints.txt is out of date: run images/lock.py", file=sys.stderr)
-            return 1
-        return 0
-    CONSTRAINTS.write_text(text)
-    count = len(text.splitlines())
-    print(f"wrote {CONSTRAINTS.relative_to(REPO_ROOT)} ({count} lines)")
+        stale = [
+            path for path, text in texts.items() if not path.exists() or path.read_text() != text
+        ]
+        for path in stale:
+            print(
+                f"{path.relative_to(REPO_ROOT)} is out of date: run images/lock.py", file=sys.stderr
+            )
+        return 1 if stale else 0
+    for path, text in texts.items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(REPO_ROOT)} ({len(text.splitlines())} lines)")
     return 0
 
 

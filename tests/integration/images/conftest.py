@@ -1,23 +1,34 @@
-"""Both images, built once per session with buildah from the local Debian base (images/build.py).
+"""Both images, built once per session with buildah from the local Debian bases (images/build.py).
 
 Building is the slow part (cold: the base from Debian's mirror and the wheelhouse from PyPI;
 warm: the two ``buildah bud`` runs), and so is each container (vfs copies the whole root
 filesystem), so the tests share them: one container per image for inspection, and one
-:class:`Deployment` where the collector image migrates and serves and the agent image reports
-to it, each container snapshotted before and after to see what it wrote.
+:class:`Deployment` where the collector image migrates and serves and the agent image elects
+itself through a Lease, reads its identity from its namespace and reports to it, each container
+snapshotted before and after to see what it wrote.
+
+Each image installs an exact list with the declared dependencies it never imports left out
+(images/lock.py), so these tests run what the images run: every module of the program, the
+command lines, the Kubernetes client, Prometheus queries, migrations, serving and the API docs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from demo.simulator import Simulator
 from images.build import Buildah, Built, ImageBuildError, build_all
+from tests.integration.agent.kube_lease_api import KubeTestServer, kube_test_server, namespace
 from tests.support.binaries import free_port
 from tests.support.images import Container, require_image_tools, wait_for_http
 
@@ -62,6 +73,44 @@ def collector_box(buildah: Buildah, collector_image: str) -> Iterator[Container]
         yield container
 
 
+NAMESPACE = "customer-image"
+POD = "usage-agent-image-0"
+# Inside the agent container: /tmp is one of its declared writable paths.
+KUBECONFIG = "/tmp/kubeconfig"
+
+
+@contextmanager
+def served_kube(namespaces: dict[str, dict[str, Any]]) -> Iterator[KubeTestServer]:
+    """The agent tests' Kubernetes API (namespaces and Leases) on loopback, from a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    served = kube_test_server(namespaces)
+    try:
+        server = asyncio.run_coroutine_threadsafe(served.__aenter__(), loop).result(timeout=30)
+        try:
+            yield server
+        finally:
+            asyncio.run_coroutine_threadsafe(served.__aexit__(None, None, None), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def kubeconfig(url: str) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": url}}],
+            "users": [{"name": "test", "user": {"token": "test-token"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "current-context": "test",
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Deployment:
     """What happened when the two images ran together, for the tests to assert on."""
@@ -69,9 +118,12 @@ class Deployment:
     migrated: str
     ready_from_host: httpx.Response
     ready_inside: str
+    openapi: httpx.Response
+    api_docs: httpx.Response
     database_owner: str
     agent_run: str
     agent_exit: int
+    lease_writes: list[tuple[str, str | None]]
     latest: httpx.Response
     collector_written: list[str]
     agent_written: list[str]
@@ -87,14 +139,18 @@ def deployment(
 ) -> Deployment:
     """The collector image migrates SQLite and serves; the agent image reports one window to it.
 
-    The agent reads a simulated customer instance (demo.simulator) on loopback; both
+    The agent elects itself through a Lease and takes its customer and instance ids from its
+    namespace's annotations, both through the ``kubernetes`` client and a kubeconfig, against a
+    Kubernetes API on loopback; it reads a simulated customer instance (demo.simulator). Both
     containers share the host's network, as buildah's chroot isolation gives them.
     """
     log = tmp_path_factory.mktemp("images") / "serve.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    annotations = {"usage.billing/customer-id": "cust-image"}
     with (
         Simulator(devices=12, active=5, page_size=5) as simulator,
+        served_kube({NAMESPACE: namespace(NAMESPACE, "inst-image", annotations)}) as kube,
         Container.of(buildah, collector_image) as collector,
     ):
         migrated = collector.check(COLLECTOR, "db", "upgrade")
@@ -108,14 +164,19 @@ def deployment(
                 "import urllib.request; print(urllib.request.urlopen("
                 f"'{url}/health/ready', timeout=5).read().decode())"
             )
+            openapi = httpx.get(f"{url}/schema/openapi.json", timeout=30)
+            api_docs = httpx.get(f"{url}/schema/swagger", timeout=30)
             with Container.of(buildah, agent_image) as agent:
+                (agent.root / KUBECONFIG.lstrip("/")).write_text(kubeconfig(kube.url))
                 run = agent.run(
                     AGENT,
                     "run",
                     "--once",
                     env={
-                        "AGENT_CUSTOMER_ID": "cust-image",
-                        "AGENT_INSTANCE_ID": "inst-image",
+                        "AGENT_LEADER_ELECTION": "true",
+                        "AGENT_NAMESPACE": NAMESPACE,
+                        "AGENT_POD_NAME": POD,
+                        "AGENT_KUBECONFIG": KUBECONFIG,
                         "AGENT_COLLECTOR_URL": url,
                         "AGENT_COLLECTOR_TOKEN": token,
                         "AGENT_DEVICE_API_URL": f"{simulator.url}/api/devices",
@@ -141,13 +202,17 @@ def deployment(
             "import os; s = os.stat('/var/lib/usage-collector/usage.db'); print(s.st_uid, s.st_gid)"
         )
         collector_written = collector.written()
+        lease_writes = list(kube.store.writes)
     return Deployment(
         migrated=migrated,
         ready_from_host=ready_from_host,
         ready_inside=ready_inside,
+        openapi=openapi,
+        api_docs=api_docs,
         database_owner=owner,
         agent_run=run.stdout + run.stderr,
         agent_exit=run.returncode,
+        lease_writes=lease_writes,
         latest=latest,
         collector_written=collector_written,
         agent_written=agent_written,

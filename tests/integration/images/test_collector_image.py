@@ -9,6 +9,8 @@ from tests.integration.images.conftest import Deployment
 from tests.support.images import Container, image_config, under
 
 COLLECTOR_WRITABLE = ("/var/lib/usage-collector", "/tmp")
+# Left out of the image (images/lock.py): litestar's command line.
+LEFT_OUT = ("rich", "rich_click", "pygments", "markdown_it")
 
 
 def test_collector_image_runs_as_65532_in_its_data_directory(
@@ -60,3 +62,53 @@ def test_collector_image_holds_none_of_the_agents_code(collector_box: Container)
     )
 
     assert found.strip() == "[]"
+
+
+def test_collector_image_imports_every_module_and_shows_help_for_every_command(
+    collector_box: Container,
+) -> None:
+    found = collector_box.python(
+        f"""
+import importlib, importlib.util as u, json, pkgutil
+import collector, common
+from click.testing import CliRunner
+from collector.cli import main
+modules = [
+    m.name
+    for package in (collector, common)
+    for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+    if not m.name.endswith(".__main__")
+]
+for name in modules:
+    importlib.import_module(name)
+
+def commands(command, path):
+    yield path
+    for name, sub in getattr(command, "commands", {{}}).items():
+        yield from commands(sub, [*path, name])
+
+runner = CliRunner()
+helps = {{" ".join(p): runner.invoke(main, [*p, "--help"]) for p in commands(main, [])}}
+print(json.dumps({{
+    "modules": len(modules),
+    "commands": len(helps),
+    "failed": {{p: r.output[-500:] for p, r in helps.items() if r.exit_code != 0}},
+    "left_out": [m for m in {list(LEFT_OUT)!r} if u.find_spec(m) is not None],
+}}))
+"""
+    )
+
+    result = json.loads(found)
+    assert result["modules"] > 80
+    assert result["commands"] > 15
+    assert result["failed"] == {}
+    assert result["left_out"] == []
+
+
+def test_collector_image_serves_its_openapi_document_and_api_docs(
+    deployment: Deployment,
+) -> None:
+    assert deployment.openapi.status_code == 200, deployment.openapi.text[-2000:]
+    assert "/api/usage/{customer_id}/latest" in deployment.openapi.json()["paths"]
+    assert deployment.api_docs.status_code == 200
+    assert "/schema/assets/" in deployment.api_docs.text

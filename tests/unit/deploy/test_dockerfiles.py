@@ -41,12 +41,10 @@ def _runtime(component: str) -> list[dict[str, Any]]:
     return _stages(_parse(component))[-1]
 
 
-def _default_base(component: str) -> str:
-    """The BASE build argument's default: the image users build from."""
-    (arg,) = [str(i["value"]) for i in _parse(component) if i["instruction"] == "ARG"]
-    name, _, default = arg.partition("=")
-    assert name == "BASE"
-    return default
+def _build_arguments(component: str) -> dict[str, str]:
+    """The global build arguments and their defaults, in order."""
+    arguments = [str(i["value"]) for i in _parse(component) if i["instruction"] == "ARG"]
+    return dict(argument.partition("=")[::2] for argument in arguments)
 
 
 def _values(instructions: list[dict[str, Any]], name: str) -> list[str]:
@@ -58,16 +56,19 @@ def _install_commands(instructions: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
-def test_two_stages_on_one_base_argument_defaulting_to_python_312_slim(component: str) -> None:
+def test_build_on_base_and_run_on_runtime_base_both_defaulting_to_python_312_slim(
+    component: str,
+) -> None:
     stages = _stages(_parse(component))
 
-    assert _default_base(component) == BASE_IMAGE
-    assert len(stages) == 2
-    for stage in stages:
-        assert stage[0]["value"].split()[0] == "${BASE}"
-    assert [stage[0]["value"].split()[-1] for stage in stages] == ["build", "runtime"]
-    build = stages[0]
-    assert any("pip wheel" in run for run in _values(build, "RUN"))
+    # RUNTIME_BASE defaults to BASE: `docker build` with no arguments runs on python:3.12-slim,
+    # and one --build-arg BASE=... moves both stages, so the venv finds its Python.
+    assert _build_arguments(component) == {"BASE": BASE_IMAGE, "RUNTIME_BASE": "${BASE}"}
+    assert [stage[0]["value"].split() for stage in stages] == [
+        ["${BASE}", "AS", "build"],
+        ["${RUNTIME_BASE}", "AS", "runtime"],
+    ]
+    assert any("pip wheel" in run for run in _values(stages[0], "RUN"))
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
@@ -97,13 +98,16 @@ def test_copy_sources_exist(component: str) -> None:
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
-def test_build_stage_installs_only_its_own_extra_into_a_venv_offline(component: str) -> None:
+def test_build_stage_installs_exactly_its_own_list_into_a_venv_offline(component: str) -> None:
     build = _stages(_parse(component))[0]
     (install,) = _install_commands(build)
-    extras = re.findall(r"\.whl\)?\"?\[([a-z,]+)\]", install)
     environment = " ".join(_values(build, "ENV"))
 
-    assert extras == [component]
+    # The image's list (images/lock.py) with --no-deps: pip adds nothing it does not name.
+    assert "--no-deps" in install
+    assert f"--requirement images/{component}.txt" in install
+    assert "iot_usage_metering-*.whl" in install
+    assert not re.search(r"\.whl\)?\"?\[", install), "an extra would bring the declared closure"
     assert component in PYPROJECT["project"]["optional-dependencies"]
     assert COMPONENTS[component] not in install
     assert "/opt/venv" in install
@@ -114,16 +118,33 @@ def test_build_stage_installs_only_its_own_extra_into_a_venv_offline(component: 
     assert "PIP_NO_CACHE_DIR=1" in environment
     copies = [shlex.split(value) for value in _values(build, "COPY")]
     assert ["wheelhouse/", "/wheels/"] in copies
-    assert ["images/constraints.txt", "images/"] in copies
+    assert ["images/constraints.txt", f"images/{component}.txt", "images/"] in copies
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
-def test_runtime_copies_only_the_venv_from_the_build_stage(component: str) -> None:
+def test_runtime_copies_only_the_venv_and_its_data_directory_and_runs_nothing(
+    component: str,
+) -> None:
     runtime = _runtime(component)
+    data = f"/var/lib/usage-{component}"
 
-    assert _values(runtime, "COPY") == ["--from=build /opt/venv /opt/venv"]
-    assert not _install_commands(runtime)
+    # No RUN: a runtime base without a shell (images/runtime_base.py) builds too.
+    assert _values(runtime, "RUN") == []
+    assert _values(runtime, "COPY") == [
+        f"--from=build --chown=65532:65532 {data} {data}",
+        "--from=build /opt/venv /opt/venv",
+    ]
+    assert _values(runtime, "WORKDIR") == [data]
     assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(_values(runtime, "ENV"))
+
+
+def test_agent_build_removes_the_asyncio_kubernetes_client_and_its_record_lines() -> None:
+    build = _stages(_parse("agent"))[0]
+    (run,) = _values(build, "RUN")
+
+    assert 'rm -r "$site/kubernetes/aio"' in run
+    assert "sed -i '/^kubernetes\\/aio\\//d' \"$site\"/kubernetes-*.dist-info/RECORD" in run
+    assert run.index("kubernetes/aio") < run.index("compileall")
 
 
 def test_collector_wheel_is_built_without_the_stripe_sandbox() -> None:
@@ -166,5 +187,7 @@ def test_dockerignore_keeps_tests_and_venvs_out_of_the_context() -> None:
         "agent",
         "collector",
         "images/constraints.txt",
+        "images/agent.txt",
+        "images/collector.txt",
         "wheelhouse",
     }
