@@ -3,7 +3,10 @@
 A Stripe sandbox, a collector on SQLite forwarding to it, a simulated customer instance (device
 API and an MQTT message counter that grows by a known amount and restarts once), and one agent
 reporting every few seconds. At the end the collector's totals and what Stripe would bill are
-printed beside the ground truth, and the demo exits 0 only if all three agree.
+printed beside the ground truth, then the background reconciler's drift table, and the demo
+exits 0 only if all three agree and the reconciler finds every metric in sync. Last, it prints
+the console's URL and a viewer key, and keeps serving until Ctrl-C when run at a terminal
+(`demo.console`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+from demo.console import announce, serve_until_interrupted, should_keep
+from demo.drift import all_in_sync, print_drift_table, reconciled_after
 from demo.processes import BIN, Processes, free_port, wait_until_ready
 from demo.simulator import Simulator
 from demo.stripe_phase import (
@@ -33,6 +39,8 @@ from demo.stripe_phase import (
 )
 
 CUSTOMER = "cust_demo"
+RECONCILE_INTERVAL = 5
+"""Seconds between the background reconciler's rounds in the demo (15 min by default)."""
 
 
 def traffic(simulator: Simulator, stop: threading.Event, seed: int, reset_after: float) -> None:
@@ -101,6 +109,13 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=4, help="Report windows to run (count).")
     parser.add_argument("--interval", type=int, default=5, help="Agent interval (seconds).")
     parser.add_argument("--seed", type=int, default=7, help="Seed for the simulated traffic.")
+    parser.add_argument(
+        "--keep",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Keep the collector and console up until Ctrl-C after the checks [default: "
+        "DEMO_KEEP, else only when run at a terminal and not under CI].",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="usage-demo-"))
     processes = Processes(workdir)
@@ -135,6 +150,8 @@ def main() -> int:
             "COLLECTOR_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "COLLECTOR_FORWARDER_IDLE_SLEEP": "0.2",
             "COLLECTOR_LOG_JSON": "true",
+            "COLLECTOR_RECONCILE_INTERVAL": f"{RECONCILE_INTERVAL}s",
+            "COLLECTOR_RECONCILE_SETTLE": f"{2 * RECONCILE_INTERVAL}s",
         }
         collector = processes.start(
             "collector",
@@ -146,7 +163,13 @@ def main() -> int:
         token = create_secret(collector_env, "tokens", "create", "--customer", CUSTOMER)
         viewer_key = create_secret(collector_env, "keys", "create", "--role", "viewer")
         viewer = {"authorization": f"Bearer {viewer_key}"}
-        print("demo: created an ingest token for the agent and a viewer key for the checks")
+        console_key = create_secret(
+            collector_env, "keys", "create", "--role", "viewer", "--name", "demo-console"
+        )
+        print(
+            "demo: created an ingest token for the agent, a viewer key for the checks and one "
+            "for the console"
+        )
         print(f"demo: collector ready at {collector_url}")
         setup = subprocess.run(
             [str(BIN / "usage-collector"), "stripe", "setup"],
@@ -207,6 +230,7 @@ def main() -> int:
             }
         status = wait_forwarded(collector_url, viewer)
         billed, preview = stripe_view(collector_url, CUSTOMER, viewer)
+        asked = datetime.now(UTC)
         rows = [
             (
                 name,
@@ -231,14 +255,29 @@ def main() -> int:
                 f"  {line['description'] or line['lookup_key']:<50} ${line['amount'] / 100:>9.2f}"
             )
         print(f"  {'total':<50} ${preview['total'] / 100:>9.2f}")
-        agreed = all(ok for *_, ok in rows)
+        reconciled = reconciled_after(collector_url, viewer, asked, 6 * RECONCILE_INTERVAL)
         print()
         print(
-            "demo: collector, Stripe and the ground truth agree"
-            if agreed
-            else f"demo: MISMATCH; logs in {workdir}"
+            f"Drift table of the background reconciler (GET /api/reconciliation, every "
+            f"{RECONCILE_INTERVAL}s; drift = Stripe - collector):"
         )
-        return 0 if agreed else 1
+        print_drift_table(reconciled)
+        agreed = all(ok for *_, ok in rows)
+        in_sync = all_in_sync(reconciled)
+        print()
+        if agreed and in_sync:
+            print(
+                "demo: collector, Stripe and the ground truth agree; the reconciler finds no drift"
+            )
+        elif agreed:
+            print(f"demo: MISMATCH: the reconciler finds metrics out of sync; logs in {workdir}")
+        else:
+            print(f"demo: MISMATCH; logs in {workdir}")
+        print()
+        announce(collector_url, console_key)
+        if should_keep(args.keep):
+            serve_until_interrupted(collector)
+        return 0 if agreed and in_sync else 1
     finally:
         stop_traffic.set()
         processes.stop_all()

@@ -81,6 +81,11 @@ class InvoicePreviewOut(BaseModel):
     lines: list[InvoiceLineOut]
 
 
+def invoice_lines(invoice: dict[str, Any]) -> list[InvoiceLineOut]:
+    """The lines of a Stripe invoice (or preview), each named by its price's lookup key."""
+    return [_line(line) for line in (invoice.get("lines") or {}).get("data", [])]
+
+
 def _line(line: dict[str, Any]) -> InvoiceLineOut:
     pricing = line.get("pricing") or {}
     price = line.get("price") or (pricing.get("price_details") or {}).get("price") or {}
@@ -175,5 +180,5 @@ class BillingController(Controller):
             amount_due=int(invoice.get("amount_due") or 0),
             period_start=_time(invoice.get("period_start")),
             period_end=_time(invoice.get("period_end")),
-            lines=[_line(line) for line in (invoice.get("lines") or {}).get("data", [])],
+            lines=invoice_lines(invoice),
         )

@@ -125,11 +125,15 @@ class Helm:
         values: dict[str, Any] | None = None,
         namespace: str = "default",
         release: str | None = None,
+        existing: tuple[dict[str, Any], ...] = (),
     ) -> Rendered:
-        """Install ``chart`` into a fresh kmock and return what Helm rendered and applied."""
+        """Install ``chart`` into a fresh kmock and return what Helm rendered and applied.
+
+        ``existing`` are v1 objects already in the cluster, as an earlier release left them.
+        """
         chart_path = Path(chart) if Path(chart).is_absolute() else CHARTS / chart
         with self._lock:
-            self._kube_api.reset(namespaces=(namespace,))
+            self._kube_api.reset(namespaces=(namespace,), objects=existing)
             _forget_requests(self._kube_api)
             reply = self._ask(
                 {

@@ -169,11 +169,19 @@ class KubeApiServer:
         self._thread.join(timeout=10)
         self._loop.close()
 
-    def reset(self, namespaces: tuple[str, ...] = ()) -> None:
-        """Forget every stored object, then create ``namespaces`` (agents GET their own)."""
-        self._call(self._reset(namespaces))
+    def reset(
+        self, namespaces: tuple[str, ...] = (), objects: tuple[dict[str, Any], ...] = ()
+    ) -> None:
+        """Forget every stored object, then create ``namespaces`` (agents GET their own).
 
-    async def _reset(self, namespaces: tuple[str, ...]) -> None:
+        ``objects`` are namespaced core (v1) objects that exist before, e.g. from an earlier
+        install.
+        """
+        self._call(self._reset(namespaces, objects))
+
+    async def _reset(
+        self, namespaces: tuple[str, ...], objects: tuple[dict[str, Any], ...] = ()
+    ) -> None:
         assert self.emulator is not None
         async with self.emulator._lock:
             self.emulator.objects.clear()
@@ -183,6 +191,10 @@ class KubeApiServer:
                     "kind": "Namespace",
                     "metadata": {"name": name, "uid": f"uid-{name}"},
                 }
+            for obj in objects:
+                meta = obj["metadata"]
+                resource = f"v1/{obj['kind'].lower()}s"
+                self.emulator.objects[resource, meta["namespace"], meta["name"]] = obj
 
     def stored(self) -> list[dict[str, Any]]:
         """Every live object Helm created, as plain dicts."""

@@ -96,6 +96,10 @@ app.kubernetes.io/component: collector
 Where the secret files are mounted. COLLECTOR_SECRETS_DIR points every `usage-collector` command
 there, `kubectl exec` ones included, so none needs --secrets-dir.
 */}}
+{{- define "usage-collector.consoleSecretName" -}}
+{{ include "usage-collector.fullname" . }}-console
+{{- end }}
+
 {{- define "usage-collector.secretsDir" -}}
 /etc/usage-collector/secrets
 {{- end }}
@@ -106,39 +110,47 @@ projected volume combines the chart's Secret and any existing ones. The webhook 
 is optional: an existing Stripe Secret without it still mounts, and webhooks are then refused.
 */}}
 {{- define "usage-collector.secretsVolume" -}}
+{{- $root := .root -}}
 - name: secrets
   projected:
     defaultMode: 0440
     sources:
       - secret:
-          name: {{ .Values.database.existingSecret | default (include "usage-collector.secretName" .) }}
+          name: {{ $root.Values.database.existingSecret | default (include "usage-collector.secretName" $root) }}
           items:
-            - key: {{ ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret "") }}
+            - key: {{ ternary $root.Values.database.existingSecretKey "database-url" (ne $root.Values.database.existingSecret "") }}
               path: collector_database_url
-      {{- if .Values.stripe.existingSecret }}
+      {{- if $root.Values.stripe.existingSecret }}
       - secret:
-          name: {{ .Values.stripe.existingSecret }}
+          name: {{ $root.Values.stripe.existingSecret }}
           items:
-            - key: {{ .Values.stripe.apiKeyKey }}
+            - key: {{ $root.Values.stripe.apiKeyKey }}
               path: collector_stripe_api_key
       - secret:
-          name: {{ .Values.stripe.existingSecret }}
+          name: {{ $root.Values.stripe.existingSecret }}
           optional: true
           items:
-            - key: {{ .Values.stripe.webhookSecretKey }}
+            - key: {{ $root.Values.stripe.webhookSecretKey }}
               path: collector_stripe_webhook_secret
-      {{- else if or .Values.stripe.apiKey .Values.stripe.webhookSecret }}
+      {{- else if or $root.Values.stripe.apiKey $root.Values.stripe.webhookSecret }}
       - secret:
-          name: {{ include "usage-collector.secretName" . }}
+          name: {{ include "usage-collector.secretName" $root }}
           items:
-            {{- if .Values.stripe.apiKey }}
+            {{- if $root.Values.stripe.apiKey }}
             - key: stripe-api-key
               path: collector_stripe_api_key
             {{- end }}
-            {{- if .Values.stripe.webhookSecret }}
+            {{- if $root.Values.stripe.webhookSecret }}
             - key: stripe-webhook-secret
               path: collector_stripe_webhook_secret
             {{- end }}
+      {{- end }}
+      {{- if and .console $root.Values.console.enabled }}
+      - secret:
+          name: {{ $root.Values.console.existingSecret | default (include "usage-collector.consoleSecretName" $root) }}
+          items:
+            - key: {{ ternary $root.Values.console.existingSecretKey "console-session-secret" (ne $root.Values.console.existingSecret "") }}
+              path: collector_console_session_secret
       {{- end }}
 {{- end }}
 
@@ -184,6 +196,10 @@ is optional: an existing Stripe Secret without it still mounts, and webhooks are
 {{- if not (kindIs "invalid" .Values.auth.rateLimitBurst) }}
 - name: COLLECTOR_RATE_LIMIT_BURST
   value: {{ .Values.auth.rateLimitBurst | int | toString | quote }}
+{{- end }}
+{{- if not .Values.console.enabled }}
+- name: COLLECTOR_CONSOLE_ENABLED
+  value: "false"
 {{- end }}
 {{- with .Values.extraMetrics }}
 - name: COLLECTOR_EXTRA_METRICS

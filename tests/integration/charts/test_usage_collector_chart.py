@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -75,7 +76,10 @@ def test_postgresql_with_hpa_migrates_in_a_pre_install_hook(helm: Helm) -> None:
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
     assert migrate["args"] == ["db", "upgrade"]
     assert rendered.of_kind("PersistentVolumeClaim") == []
-    assert rendered.of_kind("Secret") == []
+    # Only the generated console session key: the database and Stripe come from existing Secrets.
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == [
+        "usage-collector-console"
+    ]
     deployment = rendered.one("Deployment")
     assert "replicas" not in deployment["spec"]
     hpa = rendered.one("HorizontalPodAutoscaler")
@@ -108,6 +112,14 @@ def test_postgresql_with_hpa_migrates_in_a_pre_install_hook(helm: Helm) -> None:
                 ],
             }
         },
+        {
+            "secret": {
+                "name": "usage-collector-console",
+                "items": [
+                    {"key": "console-session-secret", "path": "collector_console_session_secret"}
+                ],
+            }
+        },
     ]
 
 
@@ -116,7 +128,9 @@ def test_inline_secrets_exist_before_the_migration_job(helm: Helm) -> None:
         "usage-collector", VALUE_SETS["postgresql-inline-secrets"], namespace=NAMESPACE
     )
 
-    secret = rendered.one("Secret")
+    (secret,) = [
+        s for s in rendered.of_kind("Secret") if not s["metadata"]["name"].endswith("-console")
+    ]
     assert secret in rendered.hooks
     assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
         rendered.one("Job")["metadata"]["annotations"]["helm.sh/hook-weight"]
@@ -352,3 +366,83 @@ def test_kubectl_exec_finds_the_secret_files(helm: Helm, name: str) -> None:
         ]
         assert "--secrets-dir" not in container["args"]
     assert "--secrets-dir" not in rendered.notes
+
+
+def _console_key_source(rendered: Rendered, kind: str = "Deployment") -> dict[str, Any] | None:
+    (doc,) = rendered.of_kind(kind)
+    volumes = doc["spec"]["template"]["spec"]["volumes"]
+    sources = next(v for v in volumes if v["name"] == "secrets")["projected"]["sources"]
+    for source in sources:
+        for item in source["secret"]["items"]:
+            if item["path"] == "collector_console_session_secret":
+                return {"name": source["secret"]["name"], "key": item["key"]}
+    return None
+
+
+def _console_key(rendered: Rendered) -> str:
+    (secret,) = [
+        s for s in rendered.of_kind("Secret") if s["metadata"]["name"].endswith("-console")
+    ]
+    return base64.b64decode(secret["data"]["console-session-secret"]).decode()
+
+
+def test_every_replica_signs_console_sessions_with_one_generated_key(hpa: Rendered) -> None:
+    source = _console_key_source(hpa)
+    assert source == {"name": "usage-collector-console", "key": "console-session-secret"}
+    assert len(_console_key(hpa)) >= 32
+
+
+def test_an_upgrade_keeps_the_generated_console_key(helm: Helm) -> None:
+    earlier = helm.render("usage-collector", POSTGRES_HPA, namespace=NAMESPACE)
+    secret = next(
+        s for s in earlier.of_kind("Secret") if s["metadata"]["name"].endswith("-console")
+    )
+    secret["metadata"]["namespace"] = NAMESPACE
+    secret["metadata"].setdefault("annotations", {}).update(
+        {
+            "meta.helm.sh/release-name": "usage-collector",
+            "meta.helm.sh/release-namespace": NAMESPACE,
+        }
+    )
+
+    again = helm.render("usage-collector", POSTGRES_HPA, namespace=NAMESPACE, existing=(secret,))
+    fresh = helm.render("usage-collector", POSTGRES_HPA, namespace=NAMESPACE)
+
+    assert _console_key(again) == _console_key(earlier)
+    assert _console_key(fresh) != _console_key(earlier)
+
+
+def test_a_given_or_existing_console_key_is_used(helm: Helm) -> None:
+    given = helm.render(
+        "usage-collector", {"console": {"sessionSecret": "k" * 40}}, namespace=NAMESPACE
+    )
+    assert _console_key(given) == "k" * 40
+
+    existing = helm.render(
+        "usage-collector",
+        {"console": {"existingSecret": "ops-console", "existingSecretKey": "signing"}},
+        namespace=NAMESPACE,
+    )
+    assert not [s for s in existing.of_kind("Secret") if s["metadata"]["name"].endswith("-console")]
+    assert _console_key_source(existing) == {"name": "ops-console", "key": "signing"}
+
+
+def test_a_short_console_key_is_refused(helm: Helm) -> None:
+    with pytest.raises(HelmError, match="sessionSecret"):
+        helm.render("usage-collector", {"console": {"sessionSecret": "short"}}, namespace=NAMESPACE)
+
+
+def test_the_migration_job_does_not_wait_for_the_console_key(hpa: Rendered) -> None:
+    (job,) = [doc for doc in hpa.hooks if doc["kind"] == "Job"]
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    sources = next(v for v in volumes if v["name"] == "secrets")["projected"]["sources"]
+    paths = {item["path"] for source in sources for item in source["secret"]["items"]}
+    assert "collector_console_session_secret" not in paths
+
+
+def test_a_disabled_console_has_no_key_and_says_so(helm: Helm) -> None:
+    rendered = helm.render("usage-collector", {"console": {"enabled": False}}, namespace=NAMESPACE)
+
+    assert _console_key_source(rendered) is None
+    assert not [s for s in rendered.of_kind("Secret") if s["metadata"]["name"].endswith("-console")]
+    assert env_of(_deployment_container(rendered))["COLLECTOR_CONSOLE_ENABLED"] == "false"
