@@ -52,6 +52,7 @@ bench: venv
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.agent
 	$(BIN)/python -m bench.forwarding
+	$(BIN)/python -m bench.reconciler
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm

@@ -20,8 +20,13 @@ end
 function init(args)
   tid = tid or 0
 end
+-- An exponential pause with mean delay_ms: a fixed one keeps the connections in step, and they
+-- arrive in bursts of all of them at once, which measures the burst, not the load.
 function delay()
-  return delay_ms
+  if delay_ms == 0 then
+    return 0
+  end
+  return math.floor(-delay_ms * math.log(1 - math.random()))
 end
 function request()
   counter = counter + 1

@@ -40,6 +40,8 @@ Seconds = Annotated[float, BeforeValidator(_as_seconds)]
 """A duration held as float seconds: ``30s``, ``5m``, ``1h`` or a bare number of seconds."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_SESSION_SECRET = 32
+"""Characters a console session secret needs at least (about 128 bits from a hex generator)."""
 
 # The drivers installed with the collector, by backend; a plain scheme gets its driver added.
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
@@ -172,10 +174,20 @@ class CollectorSettings(BaseSettings):
         description="Longest wait between retries of one batch (duration; bare number: seconds).",
     )
     stripe_lease: Seconds = Field(
-        default=60.0,
+        default=15.0,
         gt=0,
-        description="How long a worker owns a claimed batch before another may resend it "
-        "(duration; bare number: seconds); must exceed COLLECTOR_STRIPE_TIMEOUT.",
+        description="How long a replica's claim on a batch lasts unless renewed "
+        "(duration; bare number: seconds): the batches of a replica that died are sent by "
+        "another after at most this. The holder renews it every COLLECTOR_STRIPE_LEASE_RENEWAL "
+        "while the call is in flight.",
+    )
+    stripe_lease_renewal: Seconds = Field(
+        default=5.0,
+        gt=0,
+        description="How often a replica renews the claims on the batches it is sending "
+        "(duration; bare number: seconds); at most half of COLLECTOR_STRIPE_LEASE, and a third "
+        "of it when left unset and the lease is under 15 s. A replica that could not renew for "
+        "COLLECTOR_STRIPE_LEASE minus this gives its calls up.",
     )
     stripe_period_refresh: Seconds = Field(
         default=300.0,
@@ -190,6 +202,14 @@ class CollectorSettings(BaseSettings):
         le=34,
         description="Warn this long before waiting usage reaches Stripe's 35-day limit on event "
         "timestamps (days).",
+    )
+    leader_check: Seconds = Field(
+        default=5.0,
+        gt=0,
+        description="How often a replica tries to become the leader that runs the background "
+        "tasks that must run once (reconciler, ageing warnings, subscription reads), and the "
+        "leader checks its hold on PostgreSQL (duration; bare number: seconds). Another replica "
+        "takes over within about this after the leader dies.",
     )
     forwarder_enabled: bool = Field(
         default=True, description="Run the outbox worker inside `serve` (off: forwards wait)."
@@ -256,13 +276,42 @@ class CollectorSettings(BaseSettings):
         description="Longest time a new connection may take to send its request headers "
         "(duration; bare number: seconds); a slower one is closed.",
     )
+    console_enabled: bool = Field(
+        default=True, description="Serve the operator console at /console/ (boolean)."
+    )
+    console_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs console sign-in cookies (text, at least 32 characters); "
+        "give every replica the same one. Unset: a random key per process, so a sign-in holds "
+        "on one replica until it restarts.",
+    )
+    console_session_lifetime: Seconds = Field(
+        default=28800.0,
+        gt=0,
+        description="How long a console sign-in lasts (duration; bare number: seconds).",
+    )
+    console_refresh: Seconds = Field(
+        default=30.0,
+        ge=0,
+        description="How often the console's overview and forwarding pages refresh their figures "
+        "when JavaScript is on (duration; bare number: seconds); 0 turns live refresh off.",
+    )
+    console_silent_intervals: int = Field(
+        default=3,
+        ge=1,
+        le=10_000,
+        description="The console lists an agent instance as silent after this many of its own "
+        "report intervals without a report (count).",
+    )
 
     @model_validator(mode="after")
-    def _lease_outlives_a_call(self) -> CollectorSettings:
-        if self.stripe_lease <= self.stripe_timeout:
+    def _renewal_inside_the_lease(self) -> CollectorSettings:
+        if "stripe_lease_renewal" not in self.model_fields_set:
+            self.stripe_lease_renewal = min(self.stripe_lease_renewal, self.stripe_lease / 3)
+        if self.stripe_lease_renewal * 2 > self.stripe_lease:
             raise ValueError(
-                "COLLECTOR_STRIPE_LEASE must be longer than COLLECTOR_STRIPE_TIMEOUT, or a slow "
-                "call's batch could be resent while the call is still running"
+                "COLLECTOR_STRIPE_LEASE_RENEWAL must be at most half of COLLECTOR_STRIPE_LEASE, "
+                "or one late renewal lets the claim lapse while its call is in flight"
             )
         return self
 
@@ -271,6 +320,16 @@ class CollectorSettings(BaseSettings):
     def _interval_off(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("off", "false", "disabled"):
             return 0.0
+        return value
+
+    @field_validator("console_session_secret")
+    @classmethod
+    def _long_session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SESSION_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_SESSION_SECRET} characters, e.g. from "
+                "`openssl rand -hex 32`"
+            )
         return value
 
     @field_validator("legacy_window")
@@ -312,6 +371,11 @@ class CollectorSettings(BaseSettings):
     def async_database_url(self) -> str:
         """The database URL with its async driver."""
         return with_async_driver(self.database_url.get_secret_value().strip())
+
+    @property
+    def call_slot_lease(self) -> float:
+        """Seconds a shared rate-limit slot stays taken if its holder dies: beyond any call."""
+        return self.stripe_timeout + self.stripe_lease
 
     @property
     def is_sqlite(self) -> bool:

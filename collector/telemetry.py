@@ -169,3 +169,24 @@ class CollectorMetrics:
             "Rounds of the background reconciler over every linked customer, completed.",
             registry=registry,
         )
+        self.leader = Gauge(
+            "usage_collector_leader",
+            "1 while this replica leads and runs the tasks that must run once (reconciler, "
+            "ageing warnings, subscription reads); 0 otherwise.",
+            registry=registry,
+        )
+        self.leadership_changes = Counter(
+            "usage_collector_leadership_changes_total",
+            "Times this replica became the leader (acquired) or stopped being it (lost).",
+            ["event"],
+            registry=registry,
+        )
+        for event in ("acquired", "lost"):
+            self.leadership_changes.labels(event)
+        self.leases_lost = Counter(
+            "usage_collector_batch_leases_lost_total",
+            "Batches this replica gave up because it could not keep their lease (the database "
+            "unreachable, or another replica took them); another replica resends them under "
+            "the same identifier.",
+            registry=registry,
+        )

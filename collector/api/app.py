@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +20,7 @@ from collector.adapters.db.corrections import CorrectionStore
 from collector.adapters.db.credentials import CredentialStore
 from collector.adapters.db.customer_view import CustomerViewStore
 from collector.adapters.db.engine import create_engine
+from collector.adapters.db.leadership import AdvisoryLeaderLock, SingleProcessLock
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.outbox import OutboxStore, enqueue
 from collector.adapters.db.rate_buckets import RateBucketStore
@@ -27,6 +30,7 @@ from collector.adapters.stripe.client import StripeConnection
 from collector.api.admin import AdminController
 from collector.api.auth import AuthenticationMiddleware, fail_closed
 from collector.api.body_shape import BodyShape
+from collector.api.console import console_routes, console_templates, skipping_console_forms
 from collector.api.customers import CustomersController
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
@@ -49,6 +53,7 @@ from collector.services.forwarding_setup import make_limiter, make_sender, strip
 from collector.services.forwarding_status import ForwardingStatusService
 from collector.services.ingest import IngestService
 from collector.services.instances import InstanceService
+from collector.services.leader import Leadership, SingletonTask
 from collector.services.linking import LinkingService
 from collector.services.period_hints import PeriodHints
 from collector.services.queue_gauges import QueueGauges
@@ -99,6 +104,8 @@ class Services:
     reconciliation: ReconciliationList
     reconcile_loop: Reconciler | None
     """The background reconciler; None without Stripe, with forwarding off or interval 0."""
+    leadership: Leadership
+    """Runs the reconciler and the ageing warnings on one replica at a time."""
 
     async def close(self) -> None:
         """Stop the writer and the worker's clients, then close the database pool."""
@@ -108,6 +115,7 @@ class Services:
         if self.stripe is not None:
             await self.stripe.aclose()
         await self.rate_limits.close()
+        await self.leadership.close()
         await self.engine.dispose()
 
 
@@ -128,7 +136,7 @@ def build_services(
     store = ReportStore(engine)
     telemetry = CollectorMetrics(registry or CollectorRegistry())
     catalogue = settings.catalogue()
-    outbox = OutboxStore(engine)
+    outbox = OutboxStore(engine, database_clock=database_clock)
     set_metrics = [n for n in catalogue.names if catalogue[n].semantics is Semantics.SET]
     links = LinkStore(engine, set_metrics)
     corrections = CorrectionStore(engine, set_metrics)
@@ -172,6 +180,7 @@ def build_services(
         clock,
         catalogue.names,
     )
+    leadership = _make_leadership(settings, engine, telemetry, watch, reconcile_loop)
     return Services(
         credentials=CredentialService(credential_store, clock),
         authenticator=Authenticator(
@@ -239,20 +248,41 @@ def build_services(
         ),
         reconciliation=ReconciliationList(view),
         reconcile_loop=reconcile_loop,
+        leadership=leadership,
         forwarder=forwarder
         or _make_forwarder(
             settings,
             client,
             items,
-            watch,
             outbox,
             links,
             catalogue,
             clock,
             telemetry,
             make_limiter(settings, shared_limits, clock, database_clock=database_clock),
+            leadership,
         ),
     )
+
+
+def _make_leadership(
+    settings: CollectorSettings,
+    engine: AsyncEngine,
+    telemetry: CollectorMetrics,
+    watch: AgeingWatch,
+    reconcile_loop: Reconciler | None,
+) -> Leadership:
+    """The election (PostgreSQL's advisory lock; SQLite's one process) and its tasks."""
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    tasks = [SingletonTask("ageing", watch.run, watch.step_down)]
+    if reconcile_loop is not None:
+        tasks.append(SingletonTask("reconciler", reconcile_loop.run, reconcile_loop.step_down))
+    lock = (
+        SingleProcessLock()
+        if settings.is_sqlite
+        else AdvisoryLeaderLock(engine.url, check=settings.leader_check, name=identity)
+    )
+    return Leadership(lock, telemetry, identity=identity, check=settings.leader_check, tasks=tasks)
 
 
 def _reconcile_limiter(
@@ -268,7 +298,7 @@ def _reconcile_limiter(
         shared,
         settings.reconcile_max_rps,
         clock,
-        lease=settings.stripe_lease,
+        lease=settings.call_slot_lease,
         name="reconcile",
         database_clock=database_clock,
     )
@@ -304,13 +334,13 @@ def _make_forwarder(
     settings: CollectorSettings,
     client: stripe.StripeClient | None,
     items: SubscriptionItems | None,
-    watch: AgeingWatch,
     outbox: OutboxStore,
     links: LinkStore,
     catalogue: MetricCatalogue,
     clock: Clock,
     telemetry: CollectorMetrics,
     limiter: CallLimiter,
+    leadership: Leadership,
 ) -> Forwarder | None:
     """The outbox worker, or ``None`` while forwarding is off or no Stripe key is configured."""
     if settings.stripe_mode is StripeMode.OFF or client is None:
@@ -323,12 +353,22 @@ def _make_forwarder(
         backoff_cap=settings.stripe_backoff_cap,
         idle_sleep=settings.forwarder_idle_sleep,
         lease=timedelta(seconds=settings.stripe_lease),
+        lease_renewal=timedelta(seconds=settings.stripe_lease_renewal),
         release_leases_on_start=settings.is_sqlite,
         period_refresh=timedelta(seconds=settings.stripe_period_refresh),
     )
     sender = make_sender(settings, client, links, clock)
     return Forwarder(
-        outbox, links, sender, catalogue, clock, telemetry, config, periods=items, limiter=limiter
+        outbox,
+        links,
+        sender,
+        catalogue,
+        clock,
+        telemetry,
+        config,
+        periods=items,
+        limiter=limiter,
+        leads=leadership.runs_singletons,
     )
 
 
@@ -373,7 +413,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
     async def start_queue_gauges() -> None:
         tasks.append(asyncio.create_task(built.queue_gauges.run(stop)))
 
-    async def start_reconciler() -> None:
+    async def start_leadership() -> None:
         if built.reconcile_loop is not None:
             log.info(
                 "the reconciler compares every linked customer with Stripe each interval",
@@ -381,7 +421,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
                 settle_s=settings.reconcile_settle,
                 max_rps=settings.reconcile_max_rps,
             )
-            tasks.append(asyncio.create_task(built.reconcile_loop.run(stop)))
+        tasks.append(asyncio.create_task(built.leadership.run(stop)))
 
     async def dispose() -> None:
         stop.set()
@@ -405,7 +445,9 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             live,
             ready,
             metrics,
+            *console_routes(built),
         ],
+        template_config=console_templates(),
         dependencies={
             "ingest": constant(built.ingest),
             "usage": constant(built.usage),
@@ -428,15 +470,15 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
         middleware=[
             BodyDeadline(settings.body_read_timeout),
             AuthenticationMiddleware(built.authenticator, built.rate_limits),
-            BodyShape(settings.max_body_bytes),
+            skipping_console_forms(BodyShape(settings.max_body_bytes)),
         ],
         guards=[fail_closed],
         on_startup=[
             warn_if_open,
             describe_rate_limits,
+            start_leadership,
             start_forwarder,
             start_queue_gauges,
-            start_reconciler,
         ],
         before_request=refuse_stray_query_parameters,
         on_shutdown=[dispose],

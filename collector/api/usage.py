@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from collector.api.auth import authorize_customer, ingest_only, viewer
+from collector.api.ingest_answer import answer_body
 from collector.api.openapi import ReportOperation
 from collector.api.schemas import (
     ErrorBody,
@@ -75,16 +76,13 @@ class UsageController(Controller):
             raise
         authorize_customer(request, report.customer_id)
         result = await ingest.store(report, legacy=legacy)
-        content = IngestResponse(
-            message="Usage reported successfully"
-            if result.created
-            else "Usage report already received",
-            stripe_reported=False,
-            duplicate=not result.created,
-            report=ReportOut.of(result.row),
-            billing_periods=result.billing_periods,
+        # The body is an IngestResponse, already encoded (see ingest_answer).
+        answer: Response[Any] = Response(
+            answer_body(result),
+            status_code=201 if result.created else 200,
+            media_type=MediaType.JSON,
         )
-        return Response(content, status_code=201 if result.created else 200)
+        return answer
 
     @get("/{customer_id:str}", summary="Usage history, newest window first", guards=[viewer])
     async def history(

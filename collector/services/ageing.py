@@ -3,10 +3,13 @@
 Stripe refuses a meter event older than 35 days, and the collector never resends a timestamp
 Stripe refused. So usage that waits (a customer not linked, a period not known, Stripe down) is
 reported days before it would age out: in the log, in ``/metrics`` and in the status endpoint.
+The leading replica checks once a minute (``run``); the others keep their gauges at zero.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 import structlog
@@ -18,6 +21,8 @@ from common.clock import Clock
 log = structlog.get_logger("collector.ageing")
 STRIPE_LIMIT = timedelta(days=35)
 LOG_EVERY = timedelta(hours=1)
+CHECK_EVERY = 60.0
+"""Seconds between two checks of the leading replica."""
 
 
 class AgeingWatch:
@@ -65,3 +70,19 @@ class AgeingWatch:
                 expires_at=row.expires_at.isoformat(),
             )
         return rows
+
+    async def run(self, stop: asyncio.Event, *, every: float = CHECK_EVERY) -> None:
+        """Check every ``every`` seconds until ``stop`` is set; a failed check is logged."""
+        while not stop.is_set():
+            try:
+                await self.check()
+            except Exception as exc:
+                log.warning("ageing check failed", error=type(exc).__name__, detail=str(exc)[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    def step_down(self) -> None:
+        """This replica stopped leading: its gauges read zero, the leader's hold the values."""
+        self._metrics.ageing_forwards.set(0)
+        self._metrics.ageing_expires_seconds.set(0)
+        self._logged.clear()

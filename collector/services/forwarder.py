@@ -3,6 +3,11 @@
 Exactly-once rests on three things: a batch and its identifier are stored before the first send;
 a resend after a crash or a timeout carries the same identifier, which Stripe deduplicates; and a
 batch is marked sent only after Stripe acknowledged it (a duplicate-identifier answer counts).
+
+Replicas share the work through leases: a worker sends only batches it claimed, keeps their
+leases renewed while their calls are in flight, and gives a call up before its lease can lapse
+(``collector.services.leases``). So one replica at a time sends a batch, unless a call it gave
+up still reaches Stripe late; then the identifier makes the second copy harmless.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,7 +32,7 @@ from collector.adapters.db.outbox import (
 from collector.adapters.db.tables import BatchRow
 from collector.adapters.stripe.client import Delivered, OutgoingEvent
 from collector.errors import StripePermanent, StripeTransient
-from collector.services.ageing import AgeingWatch
+from collector.services.leases import LeaseKeeper
 from collector.services.planning import BatchPlanner
 from collector.services.ratelimit import CallLimiter, RateLimiter
 from collector.telemetry import CollectorMetrics
@@ -37,7 +42,6 @@ from common.semantics import Semantics
 
 log = structlog.get_logger("collector.forwarder")
 STRIPE_PAST_LIMIT = timedelta(days=35) - timedelta(minutes=1)
-AGEING_CHECK_EVERY = timedelta(minutes=1)
 
 
 class Sender(Protocol):
@@ -55,7 +59,8 @@ class ForwarderConfig:
     coalesce: bool = True
     max_members: int = 500
     groups_per_round: int = 200
-    lease: timedelta = timedelta(seconds=60)
+    lease: timedelta = timedelta(seconds=15)
+    lease_renewal: timedelta = timedelta(seconds=5)
     release_leases_on_start: bool = False
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
@@ -137,12 +142,11 @@ class Forwarder:
         rng: random.Random | None = None,
         owner: str | None = None,
         periods: PeriodReader | None = None,
-        watch: AgeingWatch | None = None,
         limiter: CallLimiter | None = None,
+        leads: Callable[[], bool] | None = None,
     ) -> None:
         self._periods = periods
-        self._watch = watch
-        self._watched_at: datetime | None = None
+        self._leads = leads
         self._waiting: dict[str, datetime] = {}
         self._planner = BatchPlanner(
             catalogue, clock, metrics, mode=config.mode, coalesce=config.coalesce
@@ -158,6 +162,23 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._owner = owner or f"forwarder-{uuid.uuid4().hex[:12]}"
         self._limiter = limiter or RateLimiter(config.max_rps, clock)
+        self._leases = LeaseKeeper(
+            outbox,
+            self._owner,
+            clock,
+            lease=config.lease.total_seconds(),
+            renew_every=config.lease_renewal.total_seconds(),
+        )
+
+    @property
+    def owner(self) -> str:
+        """The name this worker's leases carry (``lease_owner``)."""
+        return self._owner
+
+    @property
+    def leases(self) -> LeaseKeeper:
+        """The leases of the batches this worker is sending; ``run`` keeps them renewed."""
+        return self._leases
 
     async def aclose(self) -> None:
         """Release what the sender holds (e.g. a meter event stream session client)."""
@@ -177,6 +198,7 @@ class Forwarder:
             released = await self._outbox.release_leases()
             if released:
                 log.info("released leases of a previous worker", batches=released)
+        keeper = asyncio.create_task(self._leases.run(stop))
         while not stop.is_set():
             try:
                 busy = await self.step()
@@ -188,23 +210,14 @@ class Forwarder:
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._config.idle_sleep)
+        await keeper
         log.info("forwarder stopped", owner=self._owner)
 
     async def step(self) -> int:
         """One round: form what can be formed, send what is due. Returns how much work it did."""
-        await self._watch_ageing()
         formed = await self.form_batches()
         sent = await self.deliver_due()
         return formed + sent
-
-    async def _watch_ageing(self) -> None:
-        now = self._clock.now()
-        if self._watch is None or (
-            self._watched_at is not None and now - self._watched_at < AGEING_CHECK_EVERY
-        ):
-            return
-        self._watched_at = now
-        await self._watch.check()
 
     async def drain(self, max_rounds: int = 10_000) -> None:
         """Step until nothing is left to do now (tests and the demo use it)."""
@@ -232,6 +245,8 @@ class Forwarder:
     async def _await_period(self, customer_id: str, now: datetime) -> None:
         """Usage waits for a billing period; read the subscription if nobody has lately."""
         self._waiting[customer_id] = now + self._config.period_recheck
+        if self._leads is not None and not self._leads():
+            return  # the leading replica reads subscriptions, once for all of them
         link = await self._links.get(customer_id)
         if link is None or self._periods is None:
             return
@@ -254,11 +269,20 @@ class Forwarder:
 
     async def deliver_due(self) -> int:
         per_call = self._sender.max_events
+        claimed_at = self._clock.monotonic()
         batches = await self._outbox.claim_due(
             self._owner, self._clock.now(), self._config.lease, self._config.concurrency * per_call
         )
         if not batches:
             return 0
+        self._leases.hold([b.id for b in batches], since=claimed_at)
+        try:
+            await self._deliver(batches, per_call)
+        finally:
+            self._leases.release([b.id for b in batches])
+        return len(batches)
+
+    async def _deliver(self, batches: list[BatchRow], per_call: int) -> None:
         ready: list[tuple[BatchRow, OutgoingEvent]] = []
         links: dict[str, Link | None] = {}
         for batch in batches:
@@ -271,14 +295,33 @@ class Forwarder:
         semaphore = asyncio.Semaphore(self._config.concurrency)
 
         async def deliver(chunk: list[tuple[BatchRow, OutgoingEvent]]) -> None:
+            ids = [batch.id for batch, _ in chunk]
             async with semaphore:
                 await self._prepare_sender()
                 async with self._limiter.slot():
-                    results = await self._sender.send([event for _, event in chunk])
+                    results = None
+                    if self._leases.kept(ids):
+                        call = self._sender.send([event for _, event in chunk])
+                        results = await self._leases.guard(ids, call)
+                if results is None:
+                    self._lease_lost(chunk)
+                    return
                 await self._settle_chunk(chunk, results)
+            self._leases.release(ids)
 
         await asyncio.gather(*(deliver(chunk) for chunk in chunks))
-        return len(batches)
+
+    def _lease_lost(self, chunk: list[tuple[BatchRow, OutgoingEvent]]) -> None:
+        """A call given up (or never started) because this worker could not keep its leases."""
+        self._metrics.leases_lost.inc(len(chunk))
+        log.warning(
+            "batch_lease_lost",
+            owner=self._owner,
+            batches=[batch.id for batch, _ in chunk],
+            identifiers=[batch.identifier for batch, _ in chunk],
+            detail="the call was given up before its lease could lapse; another replica "
+            "resends it under the same identifier",
+        )
 
     async def _prepare_sender(self) -> None:
         """Calls a sender makes before sending (a stream session) count against the limit too."""

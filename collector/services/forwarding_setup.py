@@ -53,6 +53,6 @@ def make_limiter(
         shared,
         settings.stripe_max_rps,
         clock,
-        lease=settings.stripe_lease,
+        lease=settings.call_slot_lease,
         database_clock=database_clock,
     )

@@ -1,4 +1,8 @@
-"""Ingest: decode, validate and store a usage report exactly once."""
+"""Ingest: decode, validate and store a usage report exactly once.
+
+A body in the shape agents send is decoded by ``report_decoding`` (msgspec); every other body,
+and so every refusal, by the shared pydantic schema.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from collector.errors import (
     ValidationFailed,
 )
 from collector.services.period_hints import PeriodHints
+from collector.services.report_decoding import decode_report
 from collector.telemetry import CollectorMetrics
 from common.billing_periods import PeriodBounds
 from common.catalogue import MetricCatalogue, NotWholeNumberError
@@ -79,17 +84,28 @@ class IngestService:
         self._clock = clock
         self._metrics = metrics
         self._legacy_window = legacy_window
+        # Labelled children looked up once: a lookup per report took a lock and a tuple each.
+        self._results = {r: metrics.reports.labels(r) for r in ("created", "duplicate")}
+        self._missing = metrics.incomplete_reports.labels("missing")
+        self._unmeasured = metrics.incomplete_reports.labels("unmeasured")
+        self._values: dict[str, Any] = {}
 
     def decode(
         self, body: bytes, content_type: str | None, idempotency_key: str | None = None
     ) -> tuple[UsageReport, bool]:
         """Parse and validate a body; returns the report and whether it came in the legacy shape."""
-        media_type = (content_type or "").split(";", 1)[0].strip().lower()
-        if media_type not in JSON_MEDIA_TYPES:
-            raise UnsupportedMediaType(
-                f"content type must be application/json, got {media_type or 'none'}",
-                field="content-type",
-            )
+        _check_media_type(content_type)
+        report = decode_report(body)
+        if report is None:
+            return self.decode_with_schema(body, content_type, idempotency_key)
+        self._check(report, check_id=False)  # the fast path takes only the derived id
+        return report, False
+
+    def decode_with_schema(
+        self, body: bytes, content_type: str | None, idempotency_key: str | None = None
+    ) -> tuple[UsageReport, bool]:
+        """``decode`` by the pydantic schema alone: any body the fast path leaves, every refusal."""
+        _check_media_type(content_type)
         try:
             raw = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -105,15 +121,19 @@ class IngestService:
             )
         except ValidationError as exc:
             raise validation_failure(exc) from exc
+        self._check(report, check_id=not legacy)
+        return report, legacy
+
+    def _check(self, report: UsageReport, *, check_id: bool) -> None:
+        """What the schema cannot know: the catalogue, the collector's clock, the derived id."""
         self._check_metrics(report)
         self._check_window(report)
-        if not legacy and report.id != report.expected_report_id:
+        if check_id and report.id != report.expected_report_id:
             raise ValidationFailed(
                 "report_id must be the id derived from customer_id, instance_id and the window "
                 f"({report.expected_report_id}); leave it out and the collector derives it",
                 field="report_id",
             )
-        return report, legacy
 
     def _from_legacy(self, raw: dict[str, Any], idempotency_key: str | None) -> UsageReport:
         legacy = LegacyUsageReport.model_validate(raw)
@@ -177,14 +197,17 @@ class IngestService:
                 "the stored report is unchanged",
                 field="report_id",
             )
-        self._metrics.reports.labels("created" if created else "duplicate").inc()
+        self._results["created" if created else "duplicate"].inc()
         if created:
             for name in report.metrics:
-                self._metrics.metric_values.labels(name).inc()
+                counter = self._values.get(name)
+                if counter is None:
+                    counter = self._values[name] = self._metrics.metric_values.labels(name)
+                counter.inc()
             if report.partial:
-                self._metrics.incomplete_reports.labels("missing").inc()
+                self._missing.inc()
             if report.unmeasured:
-                self._metrics.incomplete_reports.labels("unmeasured").inc()
+                self._unmeasured.inc()
         _log_stored(report, created)
         periods = await self._hints.for_customer(report.customer_id) if self._hints else []
         self._metrics.ingest_seconds.observe(max(0.0, self._clock.monotonic() - started))
@@ -192,6 +215,15 @@ class IngestService:
 
     def rejected(self) -> None:
         self._metrics.reports.labels("rejected").inc()
+
+
+def _check_media_type(content_type: str | None) -> None:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in JSON_MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"content type must be application/json, got {media_type or 'none'}",
+            field="content-type",
+        )
 
 
 def _log_stored(report: UsageReport, created: bool) -> None:

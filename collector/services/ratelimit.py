@@ -8,8 +8,9 @@ delays them. Admission-time stamping alone cannot promise that: delayed calls bu
 On PostgreSQL the slots are rows every replica shares (``SharedRateLimiter``), stamped by the
 database's clock: admission is read before the call leaves and release after its answer came
 back, so the argument holds for all replicas together, whatever their own clocks say. A slot
-taken by a replica that dies frees when its lease (``COLLECTOR_STRIPE_LEASE``, longer than any
-call may take) runs out. On SQLite (one replica) the slots live in memory (``RateLimiter``).
+taken by a replica that dies frees when its lease (``COLLECTOR_STRIPE_TIMEOUT`` plus
+``COLLECTOR_STRIPE_LEASE``, longer than any call may take) runs out. On SQLite (one replica)
+the slots live in memory (``RateLimiter``).
 """
 
 from __future__ import annotations
@@ -161,8 +162,10 @@ class SharedRateLimiter:
 
     async def _release(self, number: int, holder: str) -> None:
         try:
+            # The margin covers epoch seconds stored as floats (about 0.2 µs apart today), as
+            # the local limiter's does, so a slot never frees a hair before its second is up.
             kept = await self._store.release_slot(
-                self._name, number, holder, self._hold, self._now()
+                self._name, number, holder, self._hold + SHORTEST_WAIT, self._now()
             )
         except DatabaseUnavailable as exc:
             log.warning(

@@ -6,8 +6,9 @@ burst. Every Stripe read of a check also holds a slot of the reconcile limiter
 (``COLLECTOR_RECONCILE_MAX_RPS``, shared by every replica on PostgreSQL): with more customers
 than the interval can take at that rate, a round stretches instead of exceeding it, and the
 next round starts when it ends. A check is ``ReconcileService.reconcile``, which stores the
-result with its time and state as the customer's latest (an upsert: replicas that each run the
-loop repeat reads, never corrupt results). A failed check is logged and counted, and the round
+result with its time and state as the customer's latest (an upsert: were two replicas ever to
+run the loop at once, they would repeat reads, never corrupt results). Only the leading replica
+runs it (``collector.services.leader``). A failed check is logged and counted, and the round
 goes on with the next customer.
 
 A customer's state changes are logged, once each: ``customer_drift_started`` (a warning, with
@@ -109,6 +110,15 @@ class Reconciler:
             if rounds is not None and done >= rounds:
                 return
             await self._wait(stop, self._interval - (self._clock.monotonic() - started))
+
+    def step_down(self) -> None:
+        """This replica stopped leading: zero the gauges, re-read the results when it leads again.
+
+        Another replica reconciles meanwhile and stores its results; the gauges then come from
+        the leader alone, so ``max`` over replicas reads them.
+        """
+        self._latest = None
+        self._publish()
 
     async def round(self, stop: asyncio.Event | None = None) -> list[Check]:
         """Check every linked customer once, spread over the interval; the checks made."""

@@ -13,6 +13,7 @@ import httpx
 from collector.stripe_sandbox import (
     errors,
     forms,
+    in_flight,
     keys,
     periods,
     routes_catalog,
@@ -25,7 +26,7 @@ from collector.stripe_sandbox import (
 )
 from collector.stripe_sandbox.clock import SandboxClock
 from collector.stripe_sandbox.errors import StripeAPIError
-from collector.stripe_sandbox.faults import FaultInjector
+from collector.stripe_sandbox.faults import CallRecord, FaultInjector
 from collector.stripe_sandbox.http import Request, Response, Router
 from collector.stripe_sandbox.state import EVENT_API_VERSION, Store, StoredResponse
 from collector.stripe_sandbox.webhooks import WebhookDispatcher
@@ -129,7 +130,20 @@ class SandboxApp:
         """Answer one API call; None means the connection was dropped on purpose."""
         key = req.headers.get("idempotency-key")
         faulty = self.faults.config.applies_to(req.path)
-        call = self.faults.record(req.method, req.path, self.store.now(), key) if faulty else None
+        call = None
+        if faulty:
+            carried = in_flight.carried_identifiers(req.headers, req.body)
+            call = self.faults.record(req.method, req.path, self.store.now(), key, carried)
+        try:
+            return await self._answer(req, scope, key, call)
+        finally:
+            if call is not None:
+                self.faults.finish(call)
+
+    async def _answer(
+        self, req: Request, scope: Scope, key: str | None, call: CallRecord | None
+    ) -> Response | None:
+        faulty = call is not None
         fault = self.faults.before() if faulty else None
         if fault == "drop":
             assert call is not None

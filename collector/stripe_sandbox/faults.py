@@ -47,7 +47,11 @@ class FaultConfig:
 
 @dataclass
 class CallRecord:
-    """One API request as the sandbox saw it; ``monotonic`` is real time, for RPS checks."""
+    """One API request as the sandbox saw it; ``monotonic`` is real time, for RPS checks.
+
+    ``identifiers`` are the Stripe identifiers it carried (``in_flight.carried_identifiers``);
+    it was in flight from ``monotonic`` until ``finished`` (None: still running).
+    """
 
     method: str
     path: str
@@ -56,6 +60,8 @@ class CallRecord:
     status: int | None = None
     fault: str | None = None
     idempotency_key: str | None = None
+    identifiers: list[str] = field(default_factory=list)
+    finished: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,10 +92,26 @@ class FaultInjector:
         self.config = FaultConfig()
         self._admitted.clear()
 
-    def record(self, method: str, path: str, now: int, key: str | None) -> CallRecord:
-        call = CallRecord(method, path, now, self._ticker(), idempotency_key=key)
+    def record(
+        self,
+        method: str,
+        path: str,
+        now: int,
+        key: str | None,
+        identifiers: list[str] | None = None,
+    ) -> CallRecord:
+        call = CallRecord(
+            method, path, now, self._ticker(), idempotency_key=key, identifiers=identifiers or []
+        )
         self.calls.append(call)
         return call
+
+    def finish(self, call: CallRecord) -> None:
+        """The request was answered or dropped: it is no longer in flight."""
+        call.finished = self._ticker()
+
+    def ticker(self) -> float:
+        return self._ticker()
 
     def before(self) -> str | None:
         """``"rate_limit"``, ``"drop"``, ``"429"``, ``"500"`` or None for a request about to run."""

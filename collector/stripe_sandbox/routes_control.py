@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from collector.stripe_sandbox import errors, periods, routes_v2
+from collector.stripe_sandbox import errors, in_flight, periods, routes_v2
 from collector.stripe_sandbox.http import Request, Router
 
 if TYPE_CHECKING:
@@ -66,6 +66,19 @@ async def clear_faults(app: SandboxApp, req: Request) -> Any:
 @route("GET", "/_sandbox/calls")
 async def calls(app: SandboxApp, req: Request) -> Any:
     return {"data": [call.as_dict() for call in app.faults.calls]}
+
+
+@route("GET", "/_sandbox/overlaps")
+async def overlaps(app: SandboxApp, req: Request) -> Any:
+    """Pairs of logged calls that carried one identifier while both were in flight."""
+    calls = app.faults.calls
+    found = in_flight.overlaps(calls, app.faults.ticker())
+    return {
+        "data": [
+            {"identifier": identifier, "first": calls[i].as_dict(), "second": calls[j].as_dict()}
+            for identifier, i, j in found
+        ]
+    }
 
 
 @route("DELETE", "/_sandbox/calls")

@@ -48,6 +48,16 @@ class CollectorProcess:
         self.starts = 0
         self.kills = 0
 
+    @property
+    def running(self) -> bool:
+        """Started and neither killed nor stopped since."""
+        return self._process is not None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not running"
+        return self._process.pid
+
     def run_cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``usage-collector ARGS`` with the same settings; its stdout, or fail the test."""
         result = subprocess.run(

@@ -180,7 +180,8 @@ async def carry_and_dissolve(
                     BATCHES.c.customer_id == customer_id,
                     BATCHES.c.state == "pending",
                     BATCHES.c.attempts == 0,
-                    (BATCHES.c.lease_until.is_(None)) | (BATCHES.c.lease_until < now),
+                    # A worker that claimed it may have died mid-call: it was attempted.
+                    BATCHES.c.lease_owner.is_(None),
                 )
             )
         ).all()

@@ -2,6 +2,12 @@
 
 Invariants the database enforces: one forward per (report, metric); at most one open batch per
 (customer, metric), so delivery is in window order and a resent batch never gains members.
+
+A claimed batch is leased to one worker (``lease_owner``) until ``lease_until``; only a lapsed
+lease can be claimed again, and only the owner renews or settles. With ``database_clock`` (every
+replica on PostgreSQL) lease times come from the database's ``clock_timestamp()``, so replicas
+whose clocks disagree still agree on when a lease lapses. ``lease_owner`` stays set until the
+batch is settled: it marks a batch that may have reached Stripe.
 """
 
 from __future__ import annotations
@@ -9,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, exists, func, select, tuple_, update
+from sqlalchemy import Interval, and_, bindparam, exists, func, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from collector.adapters.db import formation, queue_state
 from collector.adapters.db.outbox_records import (
@@ -31,6 +38,7 @@ from collector.adapters.db.tables import (
     STATE,
     BatchRow,
     StoredReport,
+    UtcDateTime,
 )
 from collector.errors import Conflict, DatabaseUnavailable
 
@@ -83,8 +91,22 @@ async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: d
 class OutboxStore:
     """Reads and changes the outbox; every method is one short transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, database_clock: bool = False) -> None:
         self._engine = engine
+        self._database_clock = database_clock
+
+    def _lease_now(self, conn: AsyncConnection, now: datetime) -> ColumnElement[datetime]:
+        """The time leases are read and written at: the database's clock, or ``now``."""
+        if self._database_clock and conn.dialect.name == "postgresql":
+            return func.clock_timestamp()
+        return literal(now, UtcDateTime())
+
+    def _lease_end(
+        self, conn: AsyncConnection, now: datetime, lease: timedelta
+    ) -> ColumnElement[datetime] | datetime:
+        if self._database_clock and conn.dialect.name == "postgresql":
+            return func.clock_timestamp() + literal(lease, Interval())
+        return now + lease
 
     async def groups_to_form(
         self, limit: int, exclude: Collection[str] = ()
@@ -148,14 +170,15 @@ class OutboxStore:
     async def claim_due(
         self, owner: str, now: datetime, lease: timedelta, limit: int
     ) -> list[BatchRow]:
-        """Lease open batches that are due; on PostgreSQL other replicas skip the locked ones."""
+        """Lease open batches that are due and not leased; other replicas skip locked rows."""
         async with self._engine.begin() as conn:
             query = (
                 select(BATCHES.c.id)
                 .where(
                     BATCHES.c.state == "pending",
                     BATCHES.c.next_attempt_at <= now,
-                    (BATCHES.c.lease_until.is_(None)) | (BATCHES.c.lease_until < now),
+                    (BATCHES.c.lease_until.is_(None))
+                    | (BATCHES.c.lease_until < self._lease_now(conn, now)),
                 )
                 .order_by(BATCHES.c.next_attempt_at, BATCHES.c.id)
                 .limit(limit)
@@ -168,7 +191,7 @@ class OutboxStore:
             await conn.execute(
                 update(BATCHES)
                 .where(BATCHES.c.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease)
+                .values(lease_owner=owner, lease_until=self._lease_end(conn, now, lease))
             )
             rows = (
                 await conn.execute(
@@ -246,13 +269,40 @@ class OutboxStore:
             await formation.save_states(conn, [states[k] for k in keys])
             return owned
 
-    async def release_leases(self) -> int:
-        """Free every lease; only for a database with a single worker (SQLite) at its start."""
+    async def renew_leases(
+        self, owner: str, ids: Collection[int], now: datetime, lease: timedelta
+    ) -> set[int]:
+        """Extend ``owner``'s leases on ``ids`` by ``lease`` from now; the ids it still holds.
+
+        Another worker can only have claimed a batch after its lease lapsed; this statement and
+        that claim serialise on the row, so a batch is renewed only while nobody else holds it.
+        """
+        if not ids:
+            return set()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(BATCHES)
-                .where(BATCHES.c.state == "pending", BATCHES.c.lease_owner.is_not(None))
-                .values(lease_owner=None, lease_until=None)
+                .where(
+                    BATCHES.c.id.in_(sorted(ids)),
+                    BATCHES.c.state == "pending",
+                    BATCHES.c.lease_owner == owner,
+                )
+                .values(lease_until=self._lease_end(conn, now, lease))
+                .returning(BATCHES.c.id)
+            )
+            return {int(row.id) for row in result.all()}
+
+    async def release_leases(self) -> int:
+        """Free every lease; only for a database with a single worker (SQLite) at its start.
+
+        The owner stays recorded: the dead worker may have sent the batch, so a relink must
+        complete it rather than dissolve it.
+        """
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.state == "pending", BATCHES.c.lease_until.is_not(None))
+                .values(lease_until=None)
             )
             return int(result.rowcount or 0)
 

@@ -19,7 +19,9 @@ DURATIONS = [
     ("COLLECTOR_LEGACY_WINDOW", "legacy_window", "0", "1h"),
     ("COLLECTOR_STRIPE_TIMEOUT", "stripe_timeout", "0", "30s"),
     ("COLLECTOR_STRIPE_BACKOFF_CAP", "stripe_backoff_cap", "0", "5m"),
-    ("COLLECTOR_STRIPE_LEASE", "stripe_lease", "0", "1m"),
+    ("COLLECTOR_STRIPE_LEASE", "stripe_lease", "0", "15s"),
+    ("COLLECTOR_STRIPE_LEASE_RENEWAL", "stripe_lease_renewal", "0", "5s"),
+    ("COLLECTOR_LEADER_CHECK", "leader_check", "0", "5s"),
     ("COLLECTOR_STRIPE_PERIOD_REFRESH", "stripe_period_refresh", "0", "5m"),
     ("COLLECTOR_FORWARDER_IDLE_SLEEP", "forwarder_idle_sleep", "0", "1s"),
     ("COLLECTOR_AUTH_CACHE_TTL", "auth_cache_ttl", "-1", "10s"),
@@ -28,9 +30,11 @@ DURATIONS = [
     ("COLLECTOR_HEADER_READ_TIMEOUT", "header_read_timeout", "0", "10s"),
     ("COLLECTOR_RECONCILE_INTERVAL", "reconcile_interval", "-1", "15m"),
     ("COLLECTOR_RECONCILE_SETTLE", "reconcile_settle", "-1", "5m"),
+    ("COLLECTOR_CONSOLE_SESSION_LIFETIME", "console_session_lifetime", "0", "8h"),
+    ("COLLECTOR_CONSOLE_REFRESH", "console_refresh", "-1", "30s"),
 ]
 IDS = [row[0] for row in DURATIONS]
-# The lease must outlast the call timeout, so the longer values below keep that true.
+# The lease must be at least twice its renewal, so the longer renewals below keep that true.
 ROOM = {"COLLECTOR_STRIPE_LEASE": "2h"}
 
 
@@ -41,7 +45,7 @@ def seconds(settings: CollectorSettings, field: str) -> float:
 
 def load(monkeypatch: pytest.MonkeyPatch, env: str, raw: str) -> CollectorSettings:
     monkeypatch.setenv(env, raw)
-    if env == "COLLECTOR_STRIPE_TIMEOUT":
+    if env == "COLLECTOR_STRIPE_LEASE_RENEWAL":
         monkeypatch.setenv("COLLECTOR_STRIPE_LEASE", "2h")
     return CollectorSettings()
 

@@ -1,0 +1,155 @@
+"""The driver-level ingest insert stores exactly what SQLAlchemy's typed insert stored (issue 14).
+
+Each generated row is inserted both ways into the same table, on SQLite and on PostgreSQL;
+the database must hold the same values either way, and the typed reads give the row back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from collector.adapters.db.engine import create_engine
+from collector.adapters.db.migrate import upgrade_async
+from collector.adapters.db.report_insert import COLUMNS, ReportInsert
+from collector.adapters.db.tables import REPORTS
+from collector.settings import CollectorSettings
+
+SERIAL = itertools.count()
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2099, 12, 31),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]),
+)
+json_numbers = st.one_of(st.integers(0, 10**12), st.floats(0, 1e12, allow_nan=False))
+# Text PostgreSQL can hold (no NUL, no lone surrogate); the ingest path refuses the rest alike.
+letters = st.characters(exclude_categories=["Cs", "Cc"])
+names = st.text(letters, max_size=10)
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "report_id": draw(st.uuids()),
+        "customer_id": draw(st.text(letters, max_size=20)),
+        "instance_id": f"i-{next(SERIAL)}",
+        "window_start": draw(times),
+        "window_end": draw(times),
+        "schema_version": 1,
+        "legacy": draw(st.booleans()),
+        "metrics": draw(st.dictionaries(names, json_numbers, max_size=4)),
+        "active_devices": draw(st.none() | st.integers(0, 10**9)),
+        "total_devices": draw(st.none() | st.integers(0, 10**9)),
+        "partial": draw(st.booleans()),
+        "missing": draw(st.lists(names, max_size=3)),
+        "unmeasured": draw(st.lists(names, max_size=3)),
+        "coverage": draw(
+            st.dictionaries(
+                names,
+                st.fixed_dictionaries({"samples": st.integers(0, 9), "method": st.just("raw")}),
+                max_size=2,
+            )
+        ),
+        "agent_version": draw(st.none() | st.text(letters, max_size=8)),
+        "fingerprint": draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
+        "created_at": draw(times),
+    }
+
+
+def plain_row() -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "report_id": uuid.uuid4(),
+        "customer_id": "cust_1",
+        "instance_id": f"i-{next(SERIAL)}",
+        "window_start": now - timedelta(hours=1),
+        "window_end": now,
+        "schema_version": 1,
+        "legacy": False,
+        "metrics": {"devices": 3},
+        "active_devices": 3,
+        "total_devices": 4,
+        "partial": False,
+        "missing": [],
+        "unmeasured": [],
+        "coverage": {},
+        "agent_version": None,
+        "fingerprint": "0" * 64,
+        "created_at": now,
+    }
+
+
+async def stored(conn: AsyncConnection) -> tuple[Any, ...]:
+    """The row as the database holds it, every column but the serial id, untyped."""
+    columns = ", ".join(COLUMNS)
+    result = await conn.exec_driver_sql(f"SELECT {columns} FROM usage_reports")
+    (row,) = result.all()
+    return tuple(row)
+
+
+async def compare(database_url: str, batch: list[dict[str, Any]]) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(REPORTS))
+        for row in batch:
+            async with engine.begin() as conn:
+                await conn.execute(REPORTS.insert(), [row])
+                typed = await stored(conn)
+                await conn.execute(delete(REPORTS))
+                sql = ReportInsert(conn.dialect.name, conn.dialect.paramstyle)
+                result = await conn.exec_driver_sql(sql.statement(1), sql.parameters([row]))
+                ((pk, returned),) = result.all()
+                assert sql.returned_id(returned) == row["report_id"]
+                assert await stored(conn) == typed
+                read = (await conn.execute(select(REPORTS))).one()._mapping
+                for name in COLUMNS:
+                    expected = row[name]
+                    if isinstance(expected, datetime):
+                        expected = expected.astimezone(UTC)
+                    assert read[name] == expected, name
+                assert read["id"] == pk
+                await conn.execute(delete(REPORTS))
+    finally:
+        await engine.dispose()
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batch=st.lists(rows(), min_size=1, max_size=3))
+def test_the_driver_insert_stores_what_the_typed_insert_stored(
+    database_url: str, batch: list[dict[str, Any]]
+) -> None:
+    asyncio.run(upgrade_async(CollectorSettings(database_url=database_url).async_database_url()))
+    asyncio.run(compare(database_url, batch))
+
+
+def test_one_statement_holds_a_whole_batch_and_skips_stored_ids(database_url: str) -> None:
+    async def run() -> None:
+        url = CollectorSettings(database_url=database_url).async_database_url()
+        await upgrade_async(url)
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                sql = ReportInsert(conn.dialect.name, conn.dialect.paramstyle)
+                batch = [plain_row() for _ in range(3)]
+                first = await conn.exec_driver_sql(sql.statement(2), sql.parameters(batch[:2]))
+                assert len(first.all()) == 2
+                again = await conn.exec_driver_sql(sql.statement(3), sql.parameters(batch))
+                assert [sql.returned_id(r[1]) for r in again.all()] == [batch[2]["report_id"]]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

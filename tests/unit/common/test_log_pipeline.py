@@ -1,0 +1,142 @@
+"""Our own log lines skip the stdlib detour but read, filter and redact as before (issue 14)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from common import redaction
+from common.logs import _redact, configure_logging
+from common.redaction import forget_secrets, redact_event, register_secret
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    forget_secrets()
+    yield
+    forget_secrets()
+    configure_logging("info")
+
+
+def test_a_line_has_the_event_its_fields_level_and_time() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    structlog.get_logger("x").info("report_stored", customer_id="c1", metrics=["a"], n=1)
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["event"] == "report_stored"
+    assert (line["customer_id"], line["metrics"], line["n"]) == ("c1", ["a"], 1)
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_levels_below_the_configured_one_are_dropped() -> None:
+    stream = io.StringIO()
+    configure_logging("warning", stream=stream)
+    log = structlog.get_logger("x")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    logging.getLogger("lib").info("stdlib i")
+    logging.getLogger("lib").warning("stdlib w")
+    events = [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
+    assert events == ["w", "e", "stdlib w"]
+
+
+def test_captured_logs_still_see_debug_when_the_level_is_info() -> None:
+    """Tests capture a repeat's DEBUG ``report_stored`` after something configured INFO."""
+    configure_logging("info", stream=io.StringIO())
+    with capture_logs() as logs:
+        structlog.get_logger("x").debug("report_stored", result="duplicate")
+    assert [entry["log_level"] for entry in logs] == ["debug"]
+
+
+def test_structlog_and_stdlib_lines_share_one_stream_in_order() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    for n in range(3):
+        structlog.get_logger("x").info("ours", n=n)
+        logging.getLogger("lib").warning("theirs %d", n)
+    events = [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
+    assert events == ["ours", "theirs 0", "ours", "theirs 1", "ours", "theirs 2"]
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        "sk_test_",
+        "rk_live_",
+        "whsec_",
+        "umt_",
+        "UMK_",
+        "Bearer ",
+        "BASIC ",
+        "bea\u017fer",
+        "ba\u017fic ",
+        "pa\u017f\u017fword=",
+        "\u212a",
+        "\u0131",
+        "\u0130",
+        "://",
+        "user:",
+        "@",
+        "password=",
+        "PWD: ",
+        "abcdEFGH1234",
+        " ",
+        "/",
+        "\n",
+        "cust_1",
+        "opaque-secret-99",
+    ]
+)
+texts = st.lists(FRAGMENTS, max_size=8).map("".join) | st.text(max_size=20)
+
+
+@given(texts)
+def test_the_quick_marker_check_matches_the_expression(text: str) -> None:
+    assert redaction._may_hold_shape(text) == (redaction._MARKERS.search(text) is not None)
+
+
+values: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(
+        texts,
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.none(),
+        st.uuids(),
+        st.tuples(texts),
+        st.frozensets(st.integers(0, 3)),
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=6), values, max_size=6), st.booleans())
+def test_one_scan_redacts_exactly_what_the_walk_redacts(
+    event: dict[str, Any], secret: bool
+) -> None:
+    if secret:
+        register_secret("opaque-secret-99")
+    expected = redact_event(None, "info", dict(event))
+    assert _redact(None, "info", dict(event)) == expected
+
+
+def test_a_registered_secret_in_a_nested_value_is_hidden() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    register_secret("opaque-secret-99")
+    structlog.get_logger("x").info("e", nested={"k": ["x opaque-secret-99"]}, id=uuid.UUID(int=1))
+    assert "opaque-secret-99" not in stream.getvalue()
+    assert "[REDACTED]" in stream.getvalue()
