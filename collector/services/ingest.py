@@ -97,7 +97,7 @@ class IngestService:
         _check_media_type(content_type)
         report = decode_report(body)
         if report is None:
-            return self.decode_with_schema(body, content_type, idempotency_key)
+            return self._decode_by_schema(body, idempotency_key)
         self._check(report, check_id=False)  # the fast path takes only the derived id
         return report, False
 
@@ -106,6 +106,11 @@ class IngestService:
     ) -> tuple[UsageReport, bool]:
         """``decode`` by the pydantic schema alone: any body the fast path leaves, every refusal."""
         _check_media_type(content_type)
+        return self._decode_by_schema(body, idempotency_key)
+
+    def _decode_by_schema(
+        self, body: bytes, idempotency_key: str | None
+    ) -> tuple[UsageReport, bool]:
         try:
             raw = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -14,7 +14,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 
 from common.clock import SystemClock
 from tests.support.collector_process import CollectorProcess, clean_environment
+from tests.support.hourly_reports import hourly_reports
 from tests.support.stripe_sandbox import API_KEY, Sandbox, running_sandbox
 
 FAULTS = {
@@ -152,34 +152,7 @@ class Scenario:
 
     def reports(self, rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
         """Hourly windows after the subscription began, ending in the past, in shuffled order."""
-        first = datetime.fromtimestamp(self.period_start, UTC).replace(
-            minute=0, second=0, microsecond=0
-        ) + timedelta(hours=1)
-        windows = {
-            c: [
-                {
-                    "mqtt_messages": rng.randint(0, 50_000),
-                    "devices": rng.randint(1, 40),
-                    "storage_gb": round(rng.uniform(0, 80), 2),
-                }
-                for _ in range(HOURS)
-            ]
-            for c in CUSTOMERS
-        }
-        bodies = [
-            {
-                "customer_id": c,
-                "instance_id": "cluster-1",
-                "window_start": (first + timedelta(hours=h)).isoformat(),
-                "window_end": (first + timedelta(hours=h + 1)).isoformat(),
-                "metrics": windows[c][h],
-            }
-            for c in CUSTOMERS
-            for h in range(HOURS)
-        ]
-        assert first + timedelta(hours=HOURS) < datetime.now(UTC)
-        rng.shuffle(bodies)
-        return bodies, windows
+        return hourly_reports(self.period_start, CUSTOMERS, HOURS, rng)
 
     def post(self, http: httpx.Client, body: dict[str, Any]) -> None:
         token = self.tokens[body["customer_id"]]

@@ -13,7 +13,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support.credentials import issue_key, issue_token
 from tests.support.leases import log_events
 
 __all__ = ["Replicas", "log_events", "scrape", "truth"]
+from tests.support.hourly_reports import hourly_reports
 from tests.support.stripe_sandbox import Sandbox
 
 WEBHOOK_SECRET = "whsec_scaleout_test"
@@ -122,34 +122,7 @@ class Replicas:
         self, customers: Sequence[str], hours: int, rng: random.Random
     ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, float]]]]:
         """Hourly windows after the subscription began, ending in the past, shuffled."""
-        first = datetime.fromtimestamp(self.period_start, UTC).replace(
-            minute=0, second=0, microsecond=0
-        ) + timedelta(hours=1)
-        windows = {
-            c: [
-                {
-                    "mqtt_messages": rng.randint(0, 50_000),
-                    "devices": rng.randint(1, 40),
-                    "storage_gb": round(rng.uniform(0, 80), 2),
-                }
-                for _ in range(hours)
-            ]
-            for c in customers
-        }
-        bodies = [
-            {
-                "customer_id": c,
-                "instance_id": "cluster-1",
-                "window_start": (first + timedelta(hours=h)).isoformat(),
-                "window_end": (first + timedelta(hours=h + 1)).isoformat(),
-                "metrics": windows[c][h],
-            }
-            for c in customers
-            for h in range(hours)
-        ]
-        assert first + timedelta(hours=hours) < datetime.now(UTC)
-        rng.shuffle(bodies)
-        return bodies, windows
+        return hourly_reports(self.period_start, customers, hours, rng)
 
     def post_all(self, bodies: Sequence[dict[str, Any]], concurrency: int = 16) -> None:
         """POST every body at once from ``concurrency`` clients, spread over the live replicas."""
