@@ -171,11 +171,6 @@ class Forwarder:
         )
 
     @property
-    def owner(self) -> str:
-        """The name this worker's leases carry (``lease_owner``)."""
-        return self._owner
-
-    @property
     def leases(self) -> LeaseKeeper:
         """The leases of the batches this worker is sending; ``run`` keeps them renewed."""
         return self._leases

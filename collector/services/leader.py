@@ -85,9 +85,6 @@ class Leadership:
     def tasks(self) -> list[str]:
         return [task.name for task in self._tasks]
 
-    def is_leader(self) -> bool:
-        return self._leading
-
     def runs_singletons(self) -> bool:
         """Whether work that must run once may run here: this replica leads, or no election
         runs at all (a process that never started ``run``: a command, a test harness)."""

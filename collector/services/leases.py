@@ -91,9 +91,6 @@ class LeaseKeeper:
         for batch_id in ids:
             self._held.pop(batch_id, None)
 
-    def held(self) -> set[int]:
-        return set(self._held)
-
     def kept(self, ids: Collection[int]) -> bool:
         """Whether this worker still safely holds every one of ``ids``."""
         return all(i in self._held and not self._held[i].lost for i in ids)
