@@ -14,9 +14,10 @@ and time, render tracebacks and redact, so a line looks the same whichever way i
 from __future__ import annotations
 
 import contextlib
+import json as json_module
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import structlog
@@ -146,16 +147,19 @@ def configure_logging(
     json: bool = True,
     stream: TextIO | None = None,
     quiet: Iterable[str] = (),
+    serializer: Callable[..., str] = json_module.dumps,
 ) -> None:
     """Route structlog and the stdlib logging through one renderer writing to ``stream``.
 
     Every line passes through :func:`common.redaction.redact_event` after any traceback is
     rendered, so secrets never reach the stream, not even inside an exception's text. The
     loggers named in ``quiet`` (and their children) log WARNING and above unless ``level`` is
-    ``debug``.
+    ``debug``. ``serializer`` renders JSON lines (``json.dumps``'s signature, ``default`` included).
     """
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -35,6 +35,7 @@ from collector.api.customers import CustomersController
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
 from collector.api.health import SchemaReadiness, live, metrics, ready
+from collector.api.ingest_lane import IngestLane
 from collector.api.limits import BodyDeadline
 from collector.api.openapi import add_body_schemas, openapi_config
 from collector.api.query_params import refuse_stray_query_parameters
@@ -372,13 +373,19 @@ def _make_forwarder(
     )
 
 
-def create_app(settings: CollectorSettings, services: Services | None = None) -> Litestar:
-    """The collector app; the database schema must already be migrated."""
+def create_app(
+    settings: CollectorSettings, services: Services | None = None, *, ingest_lane: bool = True
+) -> Litestar:
+    """The collector app; the database schema must already be migrated.
+
+    ``ingest_lane=False`` leaves every ingest request to Litestar's handler (for comparisons).
+    """
     register_settings_secrets(settings)
     built = services or build_services(settings)
 
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    exception_handler = make_exception_handler(built.telemetry)
 
     async def warn_if_open() -> None:
         if settings.auth_disabled:
@@ -464,7 +471,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "reconciliation": constant(built.reconciliation),
             "authenticator": constant(built.authenticator),
         },
-        exception_handlers={Exception: make_exception_handler(built.telemetry)},
+        exception_handlers={Exception: exception_handler},
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         middleware=[
@@ -487,4 +494,15 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
     )
     add_body_schemas(app.openapi_schema.components)
     document_security(app)
+    if ingest_lane:
+        app.asgi_handler = IngestLane(
+            app.asgi_handler,
+            litestar=app,
+            ingest=built.ingest,
+            authenticator=built.authenticator,
+            limits=built.rate_limits,
+            body_timeout=settings.body_read_timeout,
+            max_body_bytes=settings.max_body_bytes,
+            on_error=exception_handler,
+        )
     return app

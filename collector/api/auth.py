@@ -37,6 +37,8 @@ from collector.services.token_buckets import RequestLimits
 log = structlog.get_logger("collector.auth")
 PUBLIC = "public"
 PUBLIC_PATH_PREFIXES = ("/schema",)
+PRE_ADMITTED = "collector.pre_admitted"
+"""Scope key: the wait an earlier admission of this request returned (see ``ingest_lane``)."""
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 AsyncGuard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
@@ -147,7 +149,9 @@ class AuthenticationMiddleware(ASGIMiddleware):
             log_refused(scope, exc, **presented(authorization))
             raise
         if not principal.unrestricted:
-            wait = await self._buckets.admit(principal.credential_id)
+            wait = scope.pop(PRE_ADMITTED, None)  # type: ignore[misc]
+            if wait is None:
+                wait = await self._buckets.admit(principal.credential_id)
             if wait > 0:
                 raise RateLimited(
                     f"more than the allowed requests for {principal.credential_id}; "

@@ -11,6 +11,11 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from collector.errors import RequestTimeout
 
 
+def late_body(timeout: float) -> RequestTimeout:
+    """The 408 for a body that did not arrive within ``timeout`` seconds."""
+    return RequestTimeout(f"the request body did not arrive within {timeout:g} s")
+
+
 class BodyDeadline(ASGIMiddleware):
     """The whole body must arrive within ``timeout`` seconds of the request's start.
 
@@ -37,9 +42,7 @@ class BodyDeadline(ASGIMiddleware):
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(
-                    f"the request body did not arrive within {self._timeout:g} s"
-                ) from None
+                raise late_body(self._timeout) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message

@@ -19,6 +19,7 @@ import structlog
 import uvicorn
 from pydantic import ValidationError
 
+from collector import json_lines
 from collector.adapters.db.engine import create_engine, redacted
 from collector.adapters.db.links import LinkStore
 from collector.adapters.db.migrate import require_migrated, schema_state_of, upgrade
@@ -65,7 +66,12 @@ def _settings(ctx: click.Context, *, server: bool = False, **overrides: Any) -> 
     except ValidationError as exc:
         raise invalid_settings(exc) from exc
     register_settings_secrets(settings)
-    configure_logging(settings.log_level, json=server and settings.log_json, quiet=QUIET_LOGGERS)
+    configure_logging(
+        settings.log_level,
+        json=server and settings.log_json,
+        quiet=QUIET_LOGGERS,
+        serializer=json_lines.dumps,
+    )
     return settings
 
 

@@ -101,6 +101,17 @@ class IngestService:
         self._check(report, check_id=False)  # the fast path takes only the derived id
         return report, False
 
+    def decode_canonical(self, body: bytes) -> UsageReport | None:
+        """The report if ``body`` is in the shape agents send and passes every check, else None.
+
+        Raises the check's error for a body in that shape that fails one (an unknown metric,
+        a window out of range); ``None`` says only that the schema must decide.
+        """
+        report = decode_report(body)
+        if report is not None:
+            self._check(report, check_id=False)
+        return report
+
     def decode_with_schema(
         self, body: bytes, content_type: str | None, idempotency_key: str | None = None
     ) -> tuple[UsageReport, bool]:

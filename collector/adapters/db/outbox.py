@@ -31,6 +31,7 @@ from collector.adapters.db.outbox_records import (
     state_from_row,
 )
 from collector.adapters.db.queue_state import QueueSnapshot, UnlinkedCustomer
+from collector.adapters.db.report_insert import ForwardInsert
 from collector.adapters.db.tables import (
     BATCHES,
     FORWARDS,
@@ -64,6 +65,9 @@ __all__ = [
 ]
 
 
+_FORWARD_INSERTS: dict[tuple[str, str], ForwardInsert] = {}
+
+
 async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:
     """Write one forward per metric of each new report, in the report's own transaction."""
     rows = [
@@ -79,13 +83,20 @@ async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: d
             "value": repr(value) if isinstance(value, float) else str(value),
             "state": "pending",
             "batch_id": None,
+            "period_id": None,
+            "generation": 0,
             "created_at": now,
         }
         for report in reports
         for name, value in sorted(report.metrics.items())
     ]
     if rows:
-        await conn.execute(FORWARDS.insert(), rows)
+        dialect = conn.dialect
+        key = (dialect.name, dialect.paramstyle)
+        insert = _FORWARD_INSERTS.get(key)
+        if insert is None:
+            insert = _FORWARD_INSERTS[key] = ForwardInsert(*key)
+        await conn.exec_driver_sql(insert.statement(len(rows)), insert.parameters(rows))
 
 
 class OutboxStore:

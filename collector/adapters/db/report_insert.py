@@ -1,10 +1,14 @@
-"""The ingest insert as driver-level SQL: ``usage_reports`` rows without per-value type processing.
+"""Ingest inserts as driver-level SQL: rows without SQLAlchemy's per-value type processing.
 
 SQLAlchemy's typed insert spent more CPU on each report than the rest of its request: a type
-processor per value, and an execution context per batch. This writes the same values, in the
-form those processors give the driver, with one statement per batch; the types it skips are
-the table's own (``UtcDateTime``, ``Uuid``, ``JSON``, ``Boolean``), and a test stores rows both
-ways on SQLite and PostgreSQL and compares what the database holds. Reads keep the typed table.
+processor per value, and an execution context per batch. ``DriverInsert`` writes the same
+values, in the form those processors give the driver, with one statement per batch. It knows
+the types the ingest tables use (``UtcDateTime``, ``Uuid``, ``JSON``, and plain strings,
+numbers and booleans) and refuses a table with any other; a test stores rows both ways on
+SQLite and PostgreSQL and compares what the database holds. Reads keep the typed tables.
+
+``ReportInsert`` is the ``usage_reports`` insert, ``ON CONFLICT (report_id) DO NOTHING
+RETURNING id, report_id``; ``ForwardInsert`` the outbox rows written in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.adapters.db.tables import REPORTS
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Table, Uuid
 
-COLUMNS: tuple[str, ...] = tuple(c.name for c in REPORTS.columns if c.name != "id")
-_JSON = frozenset({"metrics", "missing", "unmeasured", "coverage"})
-_TIMES = frozenset({"window_start", "window_end", "created_at"})
+from collector.adapters.db.tables import FORWARDS, REPORTS, UtcDateTime
+
+Convert = Callable[[Any], Any]
+_REMEMBERED_TIMES = 4096
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -39,42 +44,73 @@ def _postgres_time(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _converters(dialect: str) -> tuple[Callable[..., Any], ...]:
-    """One function per column turning a row's value into what the driver receives."""
-    same: Callable[[Any], Any] = lambda value: value  # noqa: E731
-    if dialect == "sqlite":
-        time: Callable[..., Any] = _sqlite_time
-        report_id: Callable[..., Any] = lambda value: value.hex  # noqa: E731
-    elif dialect == "postgresql":
-        time, report_id = _postgres_time, same
-    else:
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    return tuple(
-        json.dumps
-        if name in _JSON
-        else time
-        if name in _TIMES
-        else report_id
-        if name == "report_id"
-        else same
-        for name in COLUMNS
-    )
+def _same(value: Any) -> Any:
+    return value
 
 
-class ReportInsert:
-    """``INSERT … ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id`` for a dialect."""
+def _sqlite_uuid(value: uuid.UUID) -> str:
+    return value.hex
 
-    def __init__(self, dialect: str, paramstyle: str) -> None:
-        self._convert = _converters(dialect)
+
+def _nullable(convert: Convert) -> Convert:
+    return lambda value: None if value is None else convert(value)
+
+
+def _remembered(convert: Convert) -> Convert:
+    """``convert`` for times, remembering recent results.
+
+    A report's outbox rows repeat its window, and a fleet's reports share a few windows. The
+    converted value depends only on the instant, which is what a datetime's equality compares.
+    """
+    seen: dict[datetime, Any] = {}
+
+    def converted(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        hit = seen.get(value)
+        if hit is None:
+            if len(seen) >= _REMEMBERED_TIMES:
+                seen.clear()
+            hit = seen[value] = convert(value)
+        return hit
+
+    return converted
+
+
+def _converter(column_type: Any, dialect: str) -> Convert:
+    """What the column's type processor would hand the driver."""
+    sqlite = dialect == "sqlite"
+    if isinstance(column_type, UtcDateTime):
+        return _remembered(_sqlite_time if sqlite else _postgres_time)
+    if isinstance(column_type, Uuid):
+        return _nullable(_sqlite_uuid) if sqlite else _same
+    if isinstance(column_type, JSON):
+        return json.dumps
+    if isinstance(column_type, String | Integer | BigInteger | Boolean):
+        return _same
+    raise ValueError(f"no driver-level conversion for {type(column_type).__name__}")
+
+
+class DriverInsert:
+    """``INSERT INTO table (every column but the key) VALUES …`` with a ``suffix``, per dialect."""
+
+    def __init__(self, table: Table, dialect: str, paramstyle: str, suffix: str = "") -> None:
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database dialect {dialect!r}")
+        self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if not c.primary_key)
+        self._pairs = tuple(
+            (c.name, _converter(c.type, dialect)) for c in table.columns if not c.primary_key
+        )
+        self._table = table.name
+        self._suffix = suffix
         self._dollar = paramstyle in ("numeric_dollar", "numeric")
-        self._sqlite = dialect == "sqlite"
         self._statements: dict[int, str] = {}
 
     def statement(self, rows: int) -> str:
         """The SQL for ``rows`` rows, built once per size."""
         cached = self._statements.get(rows)
         if cached is None:
-            width = len(COLUMNS)
+            width = len(self.columns)
             if self._dollar:
                 groups = (
                     "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
@@ -84,20 +120,42 @@ class ReportInsert:
                 groups = ("(" + ", ".join("?" * width) + ")" for _ in range(rows))
             # Only the table's own names and placeholders: every value is a bound parameter.
             cached = (
-                f"INSERT INTO {REPORTS.name} ({', '.join(COLUMNS)}) "  # noqa: S608
-                f"VALUES {', '.join(groups)} "
-                "ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id"
+                f"INSERT INTO {self._table} ({', '.join(self.columns)}) "  # noqa: S608
+                f"VALUES {', '.join(groups)}{self._suffix}"
             )
             self._statements[rows] = cached
         return cached
 
     def parameters(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
         """The rows' values, flattened in column order, each as the driver takes it."""
-        pairs = tuple(zip(COLUMNS, self._convert, strict=True))
+        pairs = self._pairs
         return tuple(convert(row[name]) for row in rows for name, convert in pairs)
+
+
+class ReportInsert(DriverInsert):
+    """``usage_reports``: a stored ``report_id`` is skipped; new rows give back their keys."""
+
+    def __init__(self, dialect: str, paramstyle: str) -> None:
+        super().__init__(
+            REPORTS,
+            dialect,
+            paramstyle,
+            " ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id",
+        )
+        self._sqlite = dialect == "sqlite"
 
     def returned_id(self, value: Any) -> uuid.UUID:
         """A ``report_id`` as RETURNING gives it back."""
         if isinstance(value, uuid.UUID):
             return value
         return uuid.UUID(hex=value) if self._sqlite else uuid.UUID(str(value))
+
+
+class ForwardInsert(DriverInsert):
+    """``forwards``: the outbox rows of new reports."""
+
+    def __init__(self, dialect: str, paramstyle: str) -> None:
+        super().__init__(FORWARDS, dialect, paramstyle)
+
+
+COLUMNS: tuple[str, ...] = ReportInsert("sqlite", "qmark").columns

@@ -1,4 +1,4 @@
-"""The driver-level ingest insert stores exactly what SQLAlchemy's typed insert stored (issue 14).
+"""The driver-level ingest inserts store exactly what SQLAlchemy's typed inserts stored (issue 14).
 
 Each generated row is inserted both ways into the same table, on SQLite and on PostgreSQL;
 the database must hold the same values either way, and the typed reads give the row back.
@@ -12,15 +12,16 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
-from collector.adapters.db.report_insert import COLUMNS, ReportInsert
-from collector.adapters.db.tables import REPORTS
+from collector.adapters.db.report_insert import COLUMNS, DriverInsert, ForwardInsert, ReportInsert
+from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.settings import CollectorSettings
 
 SERIAL = itertools.count()
@@ -153,3 +154,66 @@ def test_one_statement_holds_a_whole_batch_and_skips_stored_ids(database_url: st
             await engine.dispose()
 
     asyncio.run(run())
+
+
+@st.composite
+def forward_rows(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "report_pk": draw(st.integers(1, 2**40)),
+        "report_id": draw(st.uuids()),
+        "customer_id": draw(st.text(letters, max_size=20)),
+        "instance_id": draw(st.text(letters, max_size=12)),
+        "metric": draw(names),
+        "kind": draw(st.sampled_from(["report", "manual"])),
+        "window_start": draw(times),
+        "window_end": draw(times),
+        "value": draw(st.text(alphabet="0123456789.e+-", min_size=1, max_size=40)),
+        "state": draw(st.sampled_from(["pending", "batched", "sent"])),
+        "batch_id": draw(st.none() | st.integers(1, 2**40)),
+        "period_id": draw(st.none() | st.integers(1, 2**40)),
+        "generation": draw(st.integers(0, 2**20)),
+        "created_at": draw(times),
+    }
+
+
+async def compare_forwards(database_url: str, batch: list[dict[str, Any]]) -> None:
+    engine = create_engine(database_url)
+    columns = ", ".join(ForwardInsert("sqlite", "qmark").columns)
+    read = f"SELECT {columns} FROM forwards ORDER BY id"
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(FORWARDS))
+            await conn.execute(FORWARDS.insert(), batch)
+            typed = (
+                await conn.exec_driver_sql(f"SELECT {columns} FROM forwards ORDER BY id")
+            ).all()
+            await conn.execute(delete(FORWARDS))
+            sql = ForwardInsert(conn.dialect.name, conn.dialect.paramstyle)
+            await conn.exec_driver_sql(sql.statement(len(batch)), sql.parameters(batch))
+            raw = (await conn.exec_driver_sql(read)).all()
+            assert [tuple(r) for r in raw] == [tuple(r) for r in typed]
+            await conn.execute(delete(FORWARDS))
+    finally:
+        await engine.dispose()
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batch=st.lists(forward_rows(), min_size=1, max_size=4, unique_by=lambda r: r["metric"]))
+def test_the_driver_insert_stores_outbox_rows_as_the_typed_insert_did(
+    database_url: str, batch: list[dict[str, Any]]
+) -> None:
+    asyncio.run(upgrade_async(CollectorSettings(database_url=database_url).async_database_url()))
+    asyncio.run(compare_forwards(database_url, batch))
+
+
+def test_a_table_with_a_type_the_driver_insert_does_not_know_is_refused() -> None:
+    odd = Table(
+        "odd", MetaData(), Column("id", Integer, primary_key=True), Column("b", LargeBinary)
+    )
+    with pytest.raises(ValueError, match="LargeBinary"):
+        DriverInsert(odd, "sqlite", "qmark")
