@@ -72,6 +72,8 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(_Body)
+_TIMES: dict[str, datetime] = {}
+_REMEMBERED_TIMES = 4096
 _FIELDS = tuple(_Body.__struct_fields__)
 
 
@@ -148,7 +150,20 @@ def _identifier(value: str) -> str:
 
 
 def _time(value: str) -> datetime:
-    """An RFC 3339 time with an offset, in UTC, between 2000 and 2100."""
+    """An RFC 3339 time with an offset, in UTC, between 2000 and 2100.
+
+    A fleet reports the same few window bounds all hour, so each text is parsed once.
+    """
+    moment = _TIMES.get(value)
+    if moment is None:
+        moment = _parsed_time(value)
+        if len(_TIMES) >= _REMEMBERED_TIMES:
+            _TIMES.clear()
+        _TIMES[value] = moment
+    return moment
+
+
+def _parsed_time(value: str) -> datetime:
     local = _TIME.match(value)
     if local is None or _OFFSET.fullmatch(value, local.end()) is None:
         raise _Deferred
