@@ -188,6 +188,7 @@ class Target:
     label: str
     kind: str
     processes: int
+    env: dict[str, str] = field(default_factory=dict)
     full: list[Run] = field(default_factory=list)
     half: list[Run] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
@@ -204,11 +205,12 @@ class Target:
 
 def run_target(target: Target, round_: int, seconds: int, workdir: Path) -> Run:
     """One round of one collector target: full load, then half of what full load reached."""
-    name = f"{target.kind}{target.processes}-{round_}"
+    lane = "-nolane" if target.env else ""
+    name = f"{target.kind}{target.processes}{lane}-{round_}"
     with (
         database(target.kind, workdir, name) as db,
         collectors_served(
-            db.url or "", target.processes, log_level="info", log_dir=workdir
+            db.url or "", target.processes, log_level="info", log_dir=workdir, env=target.env
         ) as served,
     ):
         full = measure(served, f"{name}-full", seconds, workdir, db)
@@ -231,6 +233,12 @@ def main() -> None:
         Target("collector, SQLite", "sqlite", 1),
         Target("collector, PostgreSQL", "postgresql", 1),
         Target("collector, PostgreSQL, 2 processes", "postgresql", 2),
+        Target(
+            "collector, SQLite, without the ingest lane",
+            "sqlite",
+            1,
+            env={"COLLECTOR_INGEST_LANE": "false"},
+        ),
     ]
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -259,6 +267,8 @@ def render(
         f"medians shown; wrk -t1 -c{CONNECTIONS} -d{args.seconds}s (two processes: two wrk runs "
         f"side by side, -c{CONNECTIONS // 2} each); every request is a unique v1 report with an "
         "ingest token (rate limit lifted). Collectors log at `info`, the default, to a file. "
+        "`without the ingest lane` sets `COLLECTOR_INGEST_LANE=false`: every request through "
+        "Litestar's full handler, as before the lane. "
         "CPU is the server processes' user and system time per report (all threads); "
         "PostgreSQL's is its postmaster and backends. Half load paces each connection with "
         "exponential pauses (wrk's `delay()`) whose mean brings the load to half of what full "

@@ -270,6 +270,12 @@ class CollectorSettings(BaseSettings):
         description="Longest time a client may take to send its request body "
         "(duration; bare number: seconds).",
     )
+    ingest_lane: bool = Field(
+        default=True,
+        description="Take a valid report with an ingest token through the short ingest lane "
+        "(boolean); false sends every request through the full handler. Answers are the same "
+        "either way: this is for comparison, or to rule the lane out.",
+    )
     header_read_timeout: Seconds = Field(
         default=10.0,
         gt=0,

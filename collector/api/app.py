@@ -373,13 +373,8 @@ def _make_forwarder(
     )
 
 
-def create_app(
-    settings: CollectorSettings, services: Services | None = None, *, ingest_lane: bool = True
-) -> Litestar:
-    """The collector app; the database schema must already be migrated.
-
-    ``ingest_lane=False`` leaves every ingest request to Litestar's handler (for comparisons).
-    """
+def create_app(settings: CollectorSettings, services: Services | None = None) -> Litestar:
+    """The collector app; the database schema must already be migrated."""
     register_settings_secrets(settings)
     built = services or build_services(settings)
 
@@ -494,7 +489,7 @@ def create_app(
     )
     add_body_schemas(app.openapi_schema.components)
     document_security(app)
-    if ingest_lane:
+    if settings.ingest_lane:
         app.asgi_handler = IngestLane(
             app.asgi_handler,
             litestar=app,

@@ -91,6 +91,7 @@ async def _credential_ids(services: Services, secrets: dict[str, str]) -> dict[s
 async def collector(database_url: str, *, lane: bool, **overrides: Any) -> AsyncIterator[Collector]:
     settings = CollectorSettings(
         database_url=database_url,
+        ingest_lane=lane,
         **{"rate_limit_rps": 1000.0, "rate_limit_burst": 1000, **overrides},
     )
     await upgrade_async(settings.async_database_url())
@@ -102,7 +103,7 @@ async def collector(database_url: str, *, lane: bool, **overrides: Any) -> Async
     }
     registry = CollectorRegistry()
     services = build_services(settings, clock=ManualClock(START), registry=registry)
-    app = create_app(settings, services, ingest_lane=lane)
+    app = create_app(settings, services)
     try:
         ids = await _credential_ids(services, secrets)
         yield Collector(app, services, registry, secrets, database_url, ids)
