@@ -115,3 +115,80 @@ async def test_the_cache_spares_the_database_until_it_expires_or_is_forgotten() 
     with pytest.raises(Unauthorized):
         await authenticator.authenticate("Bearer umt_cached-secret")
     await asyncio.sleep(0)
+
+
+class SlowStore(FakeStore):
+    """Each read sees the credential as it starts, then waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def by_hash(self, digest: str) -> Credential | None:
+        self.lookups += 1
+        found = self.by_digest.get(digest)
+        await self.release.wait()
+        return found
+
+
+def test_requests_that_miss_the_cache_together_share_one_read() -> None:
+    async def run() -> None:
+        store = SlowStore()
+        store.add("usg_tok_shared")
+        auth = make(store, ManualClock(START))
+        waiting = [
+            asyncio.create_task(auth.authenticate("Bearer usg_tok_shared")) for _ in range(32)
+        ]
+        await asyncio.sleep(0)
+        store.release.set()
+        principals = await asyncio.gather(*waiting)
+        assert {p.credential_id for p in principals} == {"tok_1"}
+        assert store.lookups == 1
+        await auth.authenticate("Bearer usg_tok_shared")
+        assert store.lookups == 1
+        await auth.close()
+
+    asyncio.run(run())
+
+
+def test_a_read_under_way_when_credentials_are_forgotten_is_not_remembered() -> None:
+    async def run() -> None:
+        store = SlowStore()
+        store.add("usg_tok_revoked")
+        auth = make(store, ManualClock(START))
+        before = asyncio.create_task(auth.authenticate("Bearer usg_tok_revoked"))
+        while not store.lookups:
+            await asyncio.sleep(0)
+        store.add("usg_tok_revoked", revoked_at=START)
+        auth.forget()
+        store.release.set()
+        await before
+        with pytest.raises(Unauthorized):
+            await auth.authenticate("Bearer usg_tok_revoked")
+        assert store.lookups == 2
+        await auth.close()
+
+    asyncio.run(run())
+
+
+def test_a_failed_read_is_shared_and_not_remembered() -> None:
+    class BrokenStore(SlowStore):
+        async def by_hash(self, digest: str) -> Credential | None:
+            self.lookups += 1
+            await self.release.wait()
+            raise RuntimeError("database gone")
+
+    async def run() -> None:
+        store = BrokenStore()
+        auth = make(store, ManualClock(START))
+        waiting = [asyncio.create_task(auth.authenticate("Bearer usg_tok_x")) for _ in range(3)]
+        await asyncio.sleep(0)
+        store.release.set()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert store.lookups == 1
+        with pytest.raises(RuntimeError):
+            await auth.authenticate("Bearer usg_tok_x")
+        assert store.lookups == 2
+
+    asyncio.run(run())
