@@ -12,10 +12,10 @@ told apart by replica without asking the collector.
 Set-up, per database: customers created through the `stripe` SDK, linked with the collector's
 link API, one report each (in the current calendar month, their period: they have no
 subscription) posted with an ingest token and forwarded (meter_event_stream mode, the fastest to
-load; the reconciler reads event summaries in every meter mode alike). No subscriptions: the
-sandbox renews periods before every request by scanning every subscription's items among all
-items, so 1,000 subscribed customers slow it to a few requests a second, and the figures would
-measure the sandbox. The reconciler stays off until the set-up is done; then the replicas start
+load; the reconciler reads event summaries in every meter mode alike). No subscriptions: they
+add nothing the reconciler reads here (the sandbox, which once slowed to a few requests a
+second with 1,000 subscribed customers, now indexes them and answers several hundred). The
+reconciler stays off until the set-up is done; then the replicas start
 with it on and the forwarder off, so every Stripe request is a reconcile read. Afterwards every
 customer must be in sync in `GET /api/reconciliation`, with usage on its side.
 

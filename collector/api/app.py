@@ -30,7 +30,7 @@ from collector.adapters.stripe.client import StripeConnection
 from collector.api.admin import AdminController
 from collector.api.auth import AuthenticationMiddleware, fail_closed
 from collector.api.body_shape import BodyShape
-from collector.api.console import console_routes, console_templates, skipping_console_forms
+from collector.api.console import console_routes, console_templates
 from collector.api.customers import CustomersController
 from collector.api.errors import make_exception_handler
 from collector.api.forwarding import ForwardingController
@@ -181,7 +181,7 @@ def build_services(
         clock,
         catalogue.names,
     )
-    leadership = _make_leadership(settings, engine, telemetry, watch, reconcile_loop)
+    leadership = _make_leadership(settings, engine, telemetry, clock, watch, reconcile_loop)
     return Services(
         credentials=CredentialService(credential_store, clock),
         authenticator=Authenticator(
@@ -207,7 +207,7 @@ def build_services(
         engine=engine,
         store=store,
         telemetry=telemetry,
-        queue_gauges=QueueGauges(outbox, telemetry, clock),
+        queue_gauges=QueueGauges(outbox, telemetry, clock, leads=leadership.runs_singletons),
         ingest=IngestService(
             store,
             catalogue,
@@ -270,6 +270,7 @@ def _make_leadership(
     settings: CollectorSettings,
     engine: AsyncEngine,
     telemetry: CollectorMetrics,
+    clock: Clock,
     watch: AgeingWatch,
     reconcile_loop: Reconciler | None,
 ) -> Leadership:
@@ -283,7 +284,9 @@ def _make_leadership(
         if settings.is_sqlite
         else AdvisoryLeaderLock(engine.url, check=settings.leader_check, name=identity)
     )
-    return Leadership(lock, telemetry, identity=identity, check=settings.leader_check, tasks=tasks)
+    return Leadership(
+        lock, telemetry, identity=identity, check=settings.leader_check, tasks=tasks, clock=clock
+    )
 
 
 def _reconcile_limiter(
@@ -465,6 +468,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
             "customers": constant(built.customers),
             "reconciliation": constant(built.reconciliation),
             "authenticator": constant(built.authenticator),
+            "leadership": constant(built.leadership),
         },
         exception_handlers={Exception: exception_handler},
         openapi_config=openapi_config(),
@@ -472,7 +476,7 @@ def create_app(settings: CollectorSettings, services: Services | None = None) ->
         middleware=[
             BodyDeadline(settings.body_read_timeout),
             AuthenticationMiddleware(built.authenticator, built.rate_limits),
-            skipping_console_forms(BodyShape(settings.max_body_bytes)),
+            BodyShape(settings.max_body_bytes),
         ],
         guards=[fail_closed],
         on_startup=[

@@ -4,7 +4,8 @@ Python's parsers fail on a body nested thousands of levels deep (RecursionError)
 of thousands of digits (the int-conversion limit), and those failures surfaced as 500. Every
 endpoint with a body, the Stripe webhook included, is held to: ``application/json``, at most
 ``MAX_DEPTH`` levels of nesting, at most ``MAX_DIGITS`` digits in a number, and the body-size
-limit, counted as the body streams in.
+limit, counted as the body streams in. Routes that take urlencoded forms instead (the console)
+opt out with ``opt={BodyShape.FORM_OPT_KEY: True}`` and bound their bodies themselves.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class BodyShape(ASGIMiddleware):
     """Buffers a request body (within ``max_bytes``), checks its type and shape, replays it."""
 
     scopes = (ScopeType.HTTP,)
+    FORM_OPT_KEY = "urlencoded_form_posts"
+    """The ``opt`` key of routes that take forms, not JSON; this middleware skips them."""
+    exclude_opt_key = FORM_OPT_KEY
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes

@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 from collector.adapters.db.tables import BatchRow
 from collector.api.auth import current_principal, editor, viewer
 from collector.api.customers import LINK_ERRORS, LinkIn, LinkOut, link_customer
-from collector.api.schemas import ErrorBody
+from collector.api.schemas import ErrorBody, ReplicaLeadershipOut
 from collector.services.forwarding_status import ForwardingStatus, ForwardingStatusService
 from collector.services.instances import InstanceService
+from collector.services.leader import Leadership, LeaderStatus
 from collector.services.linking import LinkingService
 
 
@@ -69,13 +70,19 @@ class StatusOut(BaseModel):
         "waiting first (at most 50; customers_unbilled.unlinked counts them all). Link one with "
         "POST /api/forwarding/customers/{id}/link."
     )
+    leadership: ReplicaLeadershipOut | None = Field(
+        description="The replica that answered: whether it leads and runs the once-only tasks "
+        "(reconciler, ageing warnings, subscription reads), since when, and its identity. Ask "
+        "each replica (or read usage_collector_leader) to find the leader."
+    )
 
     @classmethod
-    def of(cls, status: ForwardingStatus) -> StatusOut:
+    def of(cls, status: ForwardingStatus, leadership: LeaderStatus | None) -> StatusOut:
         values = vars(status) | {
             "ageing": [AgeingOut(**vars(a)) for a in status.ageing],
             "waiting": [WaitingOut(**vars(w)) for w in status.waiting],
             "unlinked_customers": [UnlinkedOut(**vars(u)) for u in status.unlinked_customers],
+            "leadership": ReplicaLeadershipOut.of(leadership) if leadership else None,
         }
         return cls(**values)
 
@@ -139,8 +146,13 @@ class ForwardingController(Controller):
     tags = ["forwarding"]
 
     @get("/status", summary="Forwarding state: counts, lag and calls saved", guards=[viewer])
-    async def status(self, forwarding: NamedDependency[ForwardingStatusService]) -> StatusOut:
-        return StatusOut.of(await forwarding.status())
+    async def status(
+        self,
+        forwarding: NamedDependency[ForwardingStatusService],
+        leadership: NamedDependency[Leadership | None] = None,
+    ) -> StatusOut:
+        leads = leadership.status() if leadership is not None else None
+        return StatusOut.of(await forwarding.status(), leads)
 
     @get(
         "/batches",

@@ -3,7 +3,8 @@
 Ready means the collector can do its work: the database answers, and its schema is migrated
 (see :mod:`collector.adapters.db.migrate`). The schema check is remembered for a few seconds,
 so frequent probes cost one ``SELECT 1`` each; a `usage-collector db upgrade` run by another
-process turns readiness to 200 within that time, without a restart.
+process turns readiness to 200 within that time, without a restart. Its answer also says
+whether this replica leads (``collector.services.leader``); leading never affects readiness.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collector.adapters.db.migrate import SchemaState, schema_state
 from collector.adapters.db.reports import ReportStore
 from collector.api.auth import PUBLIC
-from collector.api.schemas import HealthResponse
+from collector.api.schemas import HealthResponse, LeadershipOut
 from collector.errors import CollectorError
+from collector.services.leader import Leadership
 from collector.telemetry import CollectorMetrics
 from common.clock import Clock
 
@@ -59,25 +61,32 @@ async def live() -> HealthResponse:
     responses={503: ResponseSpec(HealthResponse, description="Not ready.")},
 )
 async def ready(
-    store: NamedDependency[ReportStore], schema_readiness: NamedDependency[SchemaReadiness]
+    store: NamedDependency[ReportStore],
+    schema_readiness: NamedDependency[SchemaReadiness],
+    leadership: NamedDependency[Leadership | None] = None,
 ) -> Response[HealthResponse]:
+    leading = LeadershipOut.of(leadership.status()) if leadership is not None else None
     try:
         await store.ping()
     except CollectorError as exc:
-        body = HealthResponse(status="unavailable", checks={"database": exc.detail})
+        body = HealthResponse(
+            status="unavailable", checks={"database": exc.detail}, leadership=leading
+        )
         return Response(body, status_code=503)
     try:
         state = await schema_readiness.state()
     except CollectorError:
         # The adapter's message names the database URL: not for a public endpoint.
         body = HealthResponse(
-            status="unavailable", checks={"database": "the database is unavailable"}
+            status="unavailable",
+            checks={"database": "the database is unavailable"},
+            leadership=leading,
         )
         return Response(body, status_code=503)
     checks = {"database": "ok", "schema": state.describe()}
-    if not state.migrated:
-        return Response(HealthResponse(status="unavailable", checks=checks), status_code=503)
-    return Response(HealthResponse(status="ok", checks=checks), status_code=200)
+    status = "ok" if state.migrated else "unavailable"
+    body = HealthResponse(status=status, checks=checks, leadership=leading)
+    return Response(body, status_code=200 if state.migrated else 503)
 
 
 # Public like the health checks: it must hold counts and labels only, never a secret or an id

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from collector.adapters.db.tables import ReportRow, StoredReport
+from collector.services.leader import LeaderStatus
 from collector.services.usage import PeriodSource
 from common.billing_periods import PeriodBounds
 from common.schema import MetricCoverage, MetricNumber
@@ -126,6 +127,46 @@ class TotalsResponse(BaseModel):
     )
 
 
+class LeadershipOut(BaseModel):
+    """This replica's part in electing the one that runs the once-only tasks."""
+
+    leading: bool = Field(
+        description="Whether this replica leads: it alone runs the reconciler, the ageing "
+        "warnings, subscription reads and the unlinked-usage warnings. On SQLite the one "
+        "process always leads."
+    )
+    since: datetime | None = Field(
+        description="When this replica took the lead, or began following (it lost the lead, or "
+        "found it taken at its first election); null before its first election."
+    )
+    tasks: list[str] = Field(
+        description="The once-only tasks running here now (reconciler, ageing): empty on a "
+        "follower; a task that failed is left out."
+    )
+
+    @classmethod
+    def of(cls, status: LeaderStatus) -> LeadershipOut:
+        return cls(leading=status.leading, since=status.since, tasks=status.tasks)
+
+
+class ReplicaLeadershipOut(LeadershipOut):
+    replica: str = Field(
+        description="This replica's identity (host name and process id), as in its "
+        "leadership_acquired and leadership_lost log lines."
+    )
+
+    @classmethod
+    def of(cls, status: LeaderStatus) -> ReplicaLeadershipOut:
+        return cls(
+            leading=status.leading, since=status.since, tasks=status.tasks, replica=status.replica
+        )
+
+
 class HealthResponse(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+    leadership: LeadershipOut | None = Field(
+        default=None,
+        description="Readiness only: whether this replica leads (without its identity, which "
+        "GET /api/forwarding/status shows to operators).",
+    )

@@ -15,7 +15,8 @@ Stripe's answer idempotently.
 
 Log events: ``leadership_acquired`` and ``leadership_lost`` (with the reason); the gauge
 ``usage_collector_leader`` is 1 on the leader. A replica that stops leading zeroes the gauges its
-tasks set, so an alert on ``max`` over replicas reads the leader's values.
+tasks set, so an alert on ``max`` over replicas reads the leader's values. ``status`` tells
+operators the same through the API: whether this replica leads, since when, and what it runs.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import structlog
 
 from collector.telemetry import CollectorMetrics
+from common.clock import Clock, SystemClock
 
 log = structlog.get_logger("collector.leader")
 
@@ -55,6 +58,19 @@ class SingletonTask:
     """Called when this replica stops leading: e.g. zero the gauges the task sets."""
 
 
+@dataclass(frozen=True)
+class LeaderStatus:
+    """This replica's part in the election, as operators see it."""
+
+    replica: str
+    leading: bool
+    since: datetime | None
+    """When it took the lead, or began following (lost it, or first found it taken); None
+    before its first election."""
+    tasks: list[str]
+    """The singleton tasks running here now: none unless it leads, and none that failed."""
+
+
 class Leadership:
     """Elects through ``lock`` and runs ``tasks`` while this replica leads."""
 
@@ -66,6 +82,7 @@ class Leadership:
         identity: str,
         check: float,
         tasks: Sequence[SingletonTask] = (),
+        clock: Clock | None = None,
     ) -> None:
         if check <= 0:
             raise ValueError("the leader check interval must be positive")
@@ -79,6 +96,8 @@ class Leadership:
         self._term: asyncio.Event | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._unreachable = False
+        self._clock = clock or SystemClock()
+        self._since: datetime | None = None
         metrics.leader.set(0)
 
     @property
@@ -89,6 +108,14 @@ class Leadership:
         """Whether work that must run once may run here: this replica leads, or no election
         runs at all (a process that never started ``run``: a command, a test harness)."""
         return self._leading or not self._electing
+
+    def status(self) -> LeaderStatus:
+        return LeaderStatus(
+            replica=self._identity,
+            leading=self._leading,
+            since=self._since,
+            tasks=[name for name, task in self._running.items() if not task.done()],
+        )
 
     async def step(self) -> bool:
         """Try to lead, or confirm leading; start or stop the tasks. Whether this replica leads."""
@@ -111,6 +138,8 @@ class Leadership:
         self._unreachable = False
         if taken:
             self._take_over()
+        elif self._since is None:
+            self._since = self._clock.now()
         return self._leading
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -132,6 +161,7 @@ class Leadership:
 
     def _take_over(self) -> None:
         self._leading = True
+        self._since = self._clock.now()
         self._term = asyncio.Event()
         self._metrics.leader.set(1)
         self._metrics.leadership_changes.labels("acquired").inc()
@@ -141,6 +171,7 @@ class Leadership:
 
     async def _step_down(self, reason: str, *, warn: bool = True) -> None:
         self._leading = False
+        self._since = self._clock.now()
         self._metrics.leader.set(0)
         self._metrics.leadership_changes.labels("lost").inc()
         (log.warning if warn else log.info)(

@@ -5,12 +5,17 @@ Stripe (a customer not linked, Stripe refusing or down) leaves them still. These
 from the outbox itself every ``SAMPLE_EVERY`` seconds: what waits, how old the oldest waiting
 usage is (from its window end), open dead letters, and how many customers wait and why. Every
 replica samples the same database, so alert on ``max`` over replicas, never on a sum.
+
+The ``usage_waiting_unlinked`` warnings are the leader's alone (``leads``): every replica would
+otherwise log the same customers, once each. A new leader starts its own reminders, so after a
+takeover the customers still waiting are warned about once more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -29,7 +34,7 @@ UNLINKED_LISTED = 50
 
 
 class QueueGauges:
-    """Sets the queue gauges from one outbox read, and warns of usage waiting for a link."""
+    """Sets the queue gauges from one outbox read; the leader also warns of unlinked usage."""
 
     def __init__(
         self,
@@ -38,11 +43,13 @@ class QueueGauges:
         clock: Clock,
         *,
         every: float = SAMPLE_EVERY,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self._outbox = outbox
         self._metrics = metrics
         self._clock = clock
         self._every = every
+        self._leads = leads
         self._warned: dict[str, datetime] = {}
 
     async def sample(self) -> QueueSnapshot:
@@ -59,7 +66,7 @@ class QueueGauges:
         metrics.open_dead_letters.set(snapshot.dead_batches)
         for reason, customers in snapshot.customers_by_reason.items():
             metrics.customers_unbilled.labels(reason).set(customers)
-        if snapshot.unlinked_customers:
+        if snapshot.unlinked_customers and self._leads():
             self._warn_unlinked(await self._outbox.unlinked_customers(UNLINKED_LISTED), now)
         else:
             self._warned.clear()

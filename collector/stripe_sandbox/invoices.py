@@ -18,11 +18,9 @@ def usage_for(store: Store, item: dict[str, Any], start: int, end: int) -> int:
     subscription = store.subscriptions[item["subscription"]]
     if meter_id:
         meter = store.meters[meter_id]
+        customer = subscription["customer"]
         events = aggregation.in_range(
-            (e for e in store.meter_events if e.meter_id == meter_id),
-            customer=subscription["customer"],
-            start=start,
-            end=end,
+            store.meter_events_of(meter_id, customer), customer=customer, start=start, end=end
         )
         return aggregation.aggregate(meter["default_aggregation"]["formula"], events)
     quantities = store.usage.get(item["id"], {})
@@ -63,7 +61,7 @@ def item_line(
 
 
 def items_of(store: Store, subscription: dict[str, Any]) -> list[dict[str, Any]]:
-    return [i for i in store.items.values() if i["subscription"] == subscription["id"]]
+    return store.items_of(subscription["id"])
 
 
 def build(

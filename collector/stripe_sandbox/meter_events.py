@@ -140,6 +140,5 @@ def validate(
 
 def record(store: Store, event: MeterEventRecord) -> MeterEventRecord:
     stored = MeterEventRecord(**{**event.__dict__, "seq": store.next_seq()})
-    store.meter_events.append(stored)
-    store.identifiers[stored.identifier] = stored.received_at
+    store.add_meter_event(stored)
     return stored

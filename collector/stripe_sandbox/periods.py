@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import calendar
 import copy
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 from collector.stripe_sandbox import invoices
 from collector.stripe_sandbox.state import PeriodRecord, Store
+
+LIVE = frozenset({"active", "past_due"})
+"""Statuses whose periods renew; a subscription never returns to one once it leaves."""
 
 
 def _add_months(anchor: int, months: int) -> int:
@@ -103,16 +107,27 @@ def _record_closed(
 
 
 def sync(store: Store) -> None:
-    """Close every period whose end the clock has reached, as Stripe renews on its own."""
+    """Close every period whose end the clock has reached, as Stripe renews on its own.
+
+    Runs before every request, so it returns at once while the clock is before the earliest
+    period end it found last time (``Store.renew_after``).
+    """
     now = store.now()
+    if now < store.renew_after:
+        return
+    earliest = math.inf
     for subscription in list(store.subscriptions.values()):
         guard = 0
-        while subscription["status"] in {"active", "past_due"} and guard < 1000:
+        while subscription["status"] in LIVE and guard < 1000:
             items = invoices.items_of(store, subscription)
             if not items or items[0]["current_period_end"] > now:
                 break
             close_period(store, subscription)
             guard += 1
+        items = invoices.items_of(store, subscription)
+        if subscription["status"] in LIVE and items:
+            earliest = min(earliest, items[0]["current_period_end"])
+    store.renew_after = earliest
 
 
 def advance(store: Store, subscription: dict[str, Any]) -> None:

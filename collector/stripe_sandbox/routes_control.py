@@ -171,7 +171,7 @@ async def error_report(app: SandboxApp, req: Request) -> Any:
             {"identifier": row["identifier"], "message": row.get("message") or code}
         )
     failed = {r["identifier"] for rows in grouped.values() for r in rows}
-    app.store.meter_events[:] = [e for e in app.store.meter_events if e.identifier not in failed]
+    app.store.drop_meter_events(failed)
     routes_v2.emit_reports(app.store, grouped)
     return {"ok": True}
 

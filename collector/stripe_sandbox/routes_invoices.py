@@ -31,8 +31,8 @@ def create_preview(store: Store, req: Request) -> dict[str, Any]:
             raise errors.no_such("customer", str(customer_id), "customer")
         live = [
             s
-            for s in params.newest_first(store.subscriptions.values())
-            if s["customer"] == customer_id and s["status"] != "canceled"
+            for s in params.newest_first(store.subscriptions_of(str(customer_id)))
+            if s["status"] != "canceled"
         ]
         if not live:
             raise errors.invalid(

@@ -130,7 +130,7 @@ def list_event_summaries(store: Store, req: Request) -> dict[str, Any]:
         _aligned(end, width, "end_time", window)
     if end <= start:
         raise errors.invalid("end_time must be after start_time.", param="end_time")
-    events = (e for e in store.meter_events if e.meter_id == meter["id"] and e.customer == customer)
+    events = store.meter_events_of(meter["id"], customer)
     spans = aggregation.summaries(
         meter["default_aggregation"]["formula"], events, start=start, end=end, window=window
     )

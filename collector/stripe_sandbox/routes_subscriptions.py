@@ -79,7 +79,7 @@ def _new_item(
         metadata=params.metadata(spec),
         period=period,
     )
-    store.items[item["id"]] = item
+    store.add_item(item)
     return item
 
 
@@ -115,9 +115,9 @@ def create_subscription(store: Store, req: Request) -> dict[str, Any]:
             created_items.append(_new_item(store, subscription, spec, f"items[{index}]", period))
     except errors.StripeAPIError:
         for item in created_items:
-            store.items.pop(item["id"], None)
+            store.remove_item(item["id"])
         raise
-    store.subscriptions[subscription["id"]] = subscription
+    store.add_subscription(subscription)
     first = invoices.build(
         store,
         subscription,
@@ -139,9 +139,10 @@ def retrieve_subscription(store: Store, req: Request) -> dict[str, Any]:
 
 def list_subscriptions(store: Store, req: Request) -> dict[str, Any]:
     p = req.params
-    items = params.newest_first(store.subscriptions.values())
     if p.get("customer"):
-        items = [s for s in items if s["customer"] == p["customer"]]
+        items = params.newest_first(store.subscriptions_of(str(p["customer"])))
+    else:
+        items = params.newest_first(store.subscriptions.values())
     status = p.get("status")
     if status is None:
         items = [s for s in items if s["status"] != "canceled"]
@@ -184,7 +185,7 @@ def update_subscription(store: Store, req: Request) -> dict[str, Any]:
         if spec.get("id"):
             item = _item(store, str(spec["id"]))
             if params.boolean(spec, "deleted"):
-                del store.items[item["id"]]
+                store.remove_item(item["id"])
                 continue
             if spec.get("price"):
                 item["price"] = item["plan"] = str(spec["price"])
@@ -256,7 +257,7 @@ def update_item(store: Store, req: Request) -> dict[str, Any]:
 
 def delete_item(store: Store, req: Request) -> dict[str, Any]:
     item = _item(store, req.path_params["id"])
-    del store.items[item["id"]]
+    store.remove_item(item["id"])
     return {"deleted": True, "id": item["id"], "object": "subscription_item"}
 
 

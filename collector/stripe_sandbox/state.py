@@ -1,4 +1,13 @@
-"""The sandbox's in-memory account: objects, received usage, sessions and idempotency records."""
+"""The sandbox's in-memory account: objects, received usage, sessions and idempotency records.
+
+Every request first renews due periods (``periods.sync``), which looks at each subscription's
+items, and the collector reads subscriptions and meter summaries by customer; with a thousand
+subscribed customers, scanning all items or all events per lookup held the sandbox to a few
+requests a second. So items are also kept by subscription, subscriptions by customer and meter
+events by meter and customer. Those indexes are only right if items, subscriptions and meter
+events are added and removed through ``Store``'s methods, never by writing to the dicts and the
+list directly.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +69,14 @@ class Store:
     idempotency: dict[str, StoredResponse] = field(default_factory=dict)
     stream_rejections: list[dict[str, Any]] = field(default_factory=list)
     payment_failures: set[str] = field(default_factory=set)
+    items_by_subscription: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    subscriptions_by_customer: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    meter_events_by_customer: dict[tuple[str, str], list[MeterEventRecord]] = field(
+        default_factory=dict
+    )
+    renew_after: float = 0.0
+    """No live subscription's period ends before this time (``periods.sync`` keeps it); 0 when
+    an added or removed item may have changed that."""
     _seq: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +94,46 @@ class Store:
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def add_subscription(self, subscription: dict[str, Any]) -> None:
+        self.subscriptions[subscription["id"]] = subscription
+        by_customer = self.subscriptions_by_customer.setdefault(subscription["customer"], {})
+        by_customer[subscription["id"]] = subscription
+
+    def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's subscriptions, oldest created first (as in ``subscriptions``)."""
+        return list(self.subscriptions_by_customer.get(customer_id, {}).values())
+
+    def add_item(self, item: dict[str, Any]) -> None:
+        self.items[item["id"]] = item
+        self.items_by_subscription.setdefault(item["subscription"], {})[item["id"]] = item
+        self.renew_after = 0.0
+
+    def remove_item(self, item_id: str) -> None:
+        item = self.items.pop(item_id, None)
+        if item is not None:
+            self.items_by_subscription[item["subscription"]].pop(item_id, None)
+        self.renew_after = 0.0
+
+    def items_of(self, subscription_id: str) -> list[dict[str, Any]]:
+        """The subscription's items, oldest added first (as in ``items``)."""
+        return list(self.items_by_subscription.get(subscription_id, {}).values())
+
+    def add_meter_event(self, event: MeterEventRecord) -> None:
+        self.meter_events.append(event)
+        key = (event.meter_id, event.customer)
+        self.meter_events_by_customer.setdefault(key, []).append(event)
+        self.identifiers[event.identifier] = event.received_at
+
+    def drop_meter_events(self, identifiers: set[str]) -> None:
+        """Forget accepted events, as Stripe's asynchronous processing failing them does."""
+        self.meter_events[:] = [e for e in self.meter_events if e.identifier not in identifiers]
+        for events in self.meter_events_by_customer.values():
+            events[:] = [e for e in events if e.identifier not in identifiers]
+
+    def meter_events_of(self, meter_id: str, customer_id: str) -> list[MeterEventRecord]:
+        """One customer's events on one meter, in the order they were accepted."""
+        return self.meter_events_by_customer.get((meter_id, customer_id), [])
 
     def reset(self) -> None:
         """Forget every object and received event; keeps the clock and webhook settings."""

@@ -9,11 +9,6 @@
 Pages work with JavaScript off; htmx (vendored in ``static/``) only refreshes live figures.
 """
 
-from collector.api.console.router import (
-    FORM_POSTS,
-    console_routes,
-    console_templates,
-    skipping_console_forms,
-)
+from collector.api.console.router import FORM_MAX_BYTES, console_routes, console_templates
 
-__all__ = ["FORM_POSTS", "console_routes", "console_templates", "skipping_console_forms"]
+__all__ = ["FORM_MAX_BYTES", "console_routes", "console_templates"]

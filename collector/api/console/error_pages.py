@@ -27,6 +27,7 @@ TITLES = {
     404: "Not found",
     405: "Not allowed here",
     409: "That cannot be done now",
+    413: "That form is larger than the console accepts",
     429: "Too many requests",
     502: "Stripe could not be asked",
     503: "Unavailable",

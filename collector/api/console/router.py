@@ -5,7 +5,8 @@ guarded by the session instead (``access``). They answer errors as pages, take t
 parameters they declare and ignore others (a browser page, unlike the API, where the app-wide
 check refuses them), and send headers that keep the pages out of caches and frames and scripts
 to the collector's own files. Its forms are urlencoded, so ``BodyShape``, which holds every API
-body to JSON, skips the routes marked ``FORM_POSTS``.
+body to JSON, skips them (``BodyShape.FORM_OPT_KEY``); instead a console body, the sign-in form
+that anyone can post included, is held to ``FORM_MAX_BYTES``, well below the API's limit.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from litestar import Request, Router
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import Provide
-from litestar.middleware import ASGIMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from collector.api.auth import PUBLIC
+from collector.api.body_shape import BodyShape
 from collector.api.console.access import NO_SESSION, session_guard
 from collector.api.console.context import SECURITY_HEADERS, Console
 from collector.api.console.customer_pages import CustomerPagesController
@@ -40,15 +41,10 @@ if TYPE_CHECKING:
     from collector.api.app import Services
 
 log = structlog.get_logger("collector.console")
-FORM_POSTS = "console_form_posts"
+FORM_MAX_BYTES = 16 * 1024
+"""Largest console request body (bytes): a sign-in form is a few hundred, a retry form less."""
 STATIC = Path(__file__).with_name("static")
 HEADERS = [ResponseHeader(name=k, value=v) for k, v in SECURITY_HEADERS.items()]
-
-
-def skipping_console_forms(middleware: ASGIMiddleware) -> ASGIMiddleware:
-    """``middleware`` (``BodyShape``) left out of the console's form posts."""
-    middleware.exclude_opt_key = FORM_POSTS
-    return middleware
 
 
 def console_templates() -> TemplateConfig[JinjaTemplateEngine]:
@@ -133,7 +129,8 @@ def console_routes(built: Services) -> list[Router]:
             before_request=_known_query_parameters_only,
             response_headers=HEADERS,
             cache_control=CacheControlHeader(no_store=True),
-            opt={PUBLIC: True, FORM_POSTS: True},
+            opt={PUBLIC: True, BodyShape.FORM_OPT_KEY: True},
+            request_max_body_size=FORM_MAX_BYTES,
             include_in_schema=False,
         )
     ]

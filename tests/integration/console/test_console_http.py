@@ -19,6 +19,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from collector.api.console import FORM_MAX_BYTES
 from collector.services.principals import Kind
 from common.clock import ManualClock
 from tests.integration.console.pages import (
@@ -172,6 +173,32 @@ async def test_a_sign_in_posted_without_its_form_is_refused(h: Harness) -> None:
         assert cross.status_code == 403
         assert "usage_console" not in cookies_of(cross)
         assert (await client.get("/console/")).status_code == 303
+
+
+async def test_an_oversized_sign_in_form_gets_413_and_a_normal_one_still_signs_in(
+    h: Harness,
+) -> None:
+    """Anyone can post the sign-in form: its body is held to the console's limit, which is far
+    below the API's (COLLECTOR_MAX_BODY_BYTES)."""
+    assert h.settings.max_body_bytes > FORM_MAX_BYTES
+    secret = await key(h, "viewer")
+    async with browser(h) as client:
+        form = await client.get("/console/sign-in")
+        padded = await client.post(
+            "/console/sign-in",
+            data={
+                "csrf": form_token(form.text),
+                "key": secret,
+                "next": "/console/" + "x" * FORM_MAX_BYTES,
+            },
+        )
+        assert padded.status_code == 413
+        assert padded.headers["content-type"].startswith("text/html")
+        assert "larger than the console accepts" in padded.text
+        assert "usage_console" not in cookies_of(padded)
+        answer = await sign_in(client, secret)
+        assert answer.status_code == 303
+        assert (await client.get("/console/")).status_code == 200
 
 
 async def test_unknown_keys_and_ingest_tokens_cannot_sign_in_and_are_logged_without_the_secret(

@@ -123,10 +123,12 @@ class SlowStore(FakeStore):
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.started = asyncio.Event()
 
     async def by_hash(self, digest: str) -> Credential | None:
         self.lookups += 1
         found = self.by_digest.get(digest)
+        self.started.set()
         await self.release.wait()
         return found
 
@@ -157,8 +159,7 @@ def test_a_read_under_way_when_credentials_are_forgotten_is_not_remembered() -> 
         store.add("usg_tok_revoked")
         auth = make(store, ManualClock(START))
         before = asyncio.create_task(auth.authenticate("Bearer usg_tok_revoked"))
-        while not store.lookups:
-            await asyncio.sleep(0)
+        await store.started.wait()
         store.add("usg_tok_revoked", revoked_at=START)
         auth.forget()
         store.release.set()

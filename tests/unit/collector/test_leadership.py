@@ -5,13 +5,17 @@ PostgreSQL's advisory lock, shared by the replicas of one test."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from collector.errors import DatabaseUnavailable
-from collector.services.leader import Leadership, SingletonTask
+from collector.services.leader import Leadership, LeaderStatus, SingletonTask
 from collector.telemetry import CollectorMetrics
+from common.clock import ManualClock
+
+START = datetime(2026, 6, 1, 9, tzinfo=UTC)
 
 
 class SharedLock:
@@ -169,3 +173,61 @@ async def test_only_the_leader_runs_singletons_once_an_election_runs() -> None:
     assert [first.runs_singletons(), second.runs_singletons()] == [True, False]
     stop.set()
     await asyncio.wait_for(asyncio.gather(*running), timeout=10)
+
+
+async def test_status_shows_who_leads_since_when_and_what_runs_there() -> None:
+    lock, recorder = SharedLock(), Recorder()
+    clock = ManualClock(START)
+    first, second = (
+        Leadership(
+            lock.session(name),
+            CollectorMetrics(CollectorRegistry()),
+            identity=name,
+            check=1.0,
+            tasks=[recorder.task(name)],
+            clock=clock,
+        )
+        for name in ("replica-0", "replica-1")
+    )
+    assert first.status() == LeaderStatus("replica-0", leading=False, since=None, tasks=[])
+
+    await first.step()
+    clock.advance(30)
+    await second.step()
+    await settle()
+
+    assert first.status() == LeaderStatus("replica-0", True, START, ["recorder"])
+    assert second.status() == LeaderStatus("replica-1", False, START + timedelta(seconds=30), [])
+
+    clock.advance(30)
+    lock.holder = None
+    await first.step()
+    await second.step()
+    await settle()
+
+    lost_at = START + timedelta(seconds=60)
+    assert first.status() == LeaderStatus("replica-0", False, lost_at, [])
+    assert second.status() == LeaderStatus("replica-1", True, lost_at, ["recorder"])
+
+
+async def test_status_leaves_out_a_task_that_failed() -> None:
+    async def broken(stop: asyncio.Event) -> None:
+        raise RuntimeError("the reconciler could not start")
+
+    async def steady(stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    leadership = Leadership(
+        SharedLock().session("replica-0"),
+        CollectorMetrics(CollectorRegistry()),
+        identity="replica-0",
+        check=1.0,
+        tasks=[SingletonTask("reconciler", broken), SingletonTask("ageing", steady)],
+        clock=ManualClock(START),
+    )
+    with capture_logs() as logs:
+        await leadership.step()
+        await settle()
+
+    assert leadership.status().tasks == ["ageing"]
+    assert [e["task"] for e in logs if e["event"] == "leader_task_failed"] == ["reconciler"]

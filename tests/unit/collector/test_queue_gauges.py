@@ -63,3 +63,59 @@ async def test_a_failed_sample_is_logged_and_the_next_one_sets_the_gauges() -> N
     assert value("usage_collector_dead_letters") == 2
     assert value("usage_collector_customers_unbilled", {"reason": "unlinked"}) == 1
     assert [e["customer_id"] for e in logs if e["event"] == "usage_waiting_unlinked"] == ["cust_x"]
+
+
+class SteadyOutbox:
+    """The same snapshot every read, with one customer's usage waiting for a link."""
+
+    def __init__(self) -> None:
+        self.unlinked_reads = 0
+
+    async def queue_snapshot(self) -> QueueSnapshot:
+        return WAITING
+
+    async def unlinked_customers(self, limit: int) -> list[UnlinkedCustomer]:
+        self.unlinked_reads += 1
+        return [UnlinkedCustomer("cust_x", 3, NOW - timedelta(minutes=10))]
+
+
+async def test_usage_waiting_unlinked_is_warned_by_the_leader_only() -> None:
+    leader_outbox, follower_outbox = SteadyOutbox(), SteadyOutbox()
+    leader_metrics = CollectorMetrics(CollectorRegistry())
+    follower_metrics = CollectorMetrics(CollectorRegistry())
+    clock = ManualClock(NOW)
+    leader = QueueGauges(
+        cast(OutboxStore, leader_outbox), leader_metrics, clock, leads=lambda: True
+    )
+    follower = QueueGauges(
+        cast(OutboxStore, follower_outbox), follower_metrics, clock, leads=lambda: False
+    )
+
+    with capture_logs() as logs:
+        await leader.sample()
+        await follower.sample()
+
+    assert [e["customer_id"] for e in logs if e["event"] == "usage_waiting_unlinked"] == ["cust_x"]
+    assert (leader_outbox.unlinked_reads, follower_outbox.unlinked_reads) == (1, 0)
+    for metrics in (leader_metrics, follower_metrics):
+        value = metrics.registry.get_sample_value
+        assert value("usage_collector_customers_unbilled", {"reason": "unlinked"}) == 1
+        assert value("usage_collector_pending_forwards", {"state": "pending"}) == 3
+
+
+async def test_a_replica_that_takes_the_lead_warns_of_what_still_waits() -> None:
+    leading = False
+    gauges = QueueGauges(
+        cast(OutboxStore, SteadyOutbox()),
+        CollectorMetrics(CollectorRegistry()),
+        ManualClock(NOW),
+        leads=lambda: leading,
+    )
+
+    with capture_logs() as logs:
+        await gauges.sample()
+        leading = True
+        await gauges.sample()
+        await gauges.sample()
+
+    assert [e["customer_id"] for e in logs if e["event"] == "usage_waiting_unlinked"] == ["cust_x"]
