@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: real servers on loopback, and structlog inside pytest's capture."""
+"""Fixtures shared by every test: servers on loopback, and structlog inside pytest's capture."""
 
 from __future__ import annotations
 
