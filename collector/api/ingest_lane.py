@@ -73,10 +73,11 @@ class IngestLane:
             return
         authorization = media_type = None
         for name, value in scope["headers"]:
+            # The first of a repeated header counts, as everywhere else in the app.
             if name == b"authorization":
-                authorization = value
+                authorization = value if authorization is None else authorization
             elif name == b"content-type":
-                media_type = value
+                media_type = value if media_type is None else media_type
             elif name == b"content-length" and (not value.isdigit() or int(value) > self._max):
                 await self._app(scope, receive, send)
                 return

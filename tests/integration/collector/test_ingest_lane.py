@@ -112,17 +112,33 @@ async def collector(database_url: str, *, lane: bool, **overrides: Any) -> Async
         await services.close()
 
 
-Request = Callable[[Collector], tuple[str, str, dict[str, str], bytes]]
+Request = Callable[[Collector], tuple[str, str, Any, bytes]]
 POST = "/api/usage/report"
 JSON = {"content-type": "application/json"}
 
 
 def post(body: bytes, who: str | None = "acme", path: str = POST, **headers: str) -> Request:
-    def build(c: Collector) -> tuple[str, str, dict[str, str], bytes]:
+    def build(c: Collector) -> tuple[str, str, Any, bytes]:
         given = {**JSON, **headers}
         if who is not None:
             given = {**c.headers(who), **given}
         return "POST", path, given, body
+
+    return build
+
+
+def twice(body: bytes, name: str, first: str, second: str) -> Request:
+    """A header sent twice: the app heeds the first."""
+
+    def build(c: Collector) -> tuple[str, str, Any, bytes]:
+        given = [*c.headers("acme").items(), *JSON.items()]
+        given = [(k, v) for k, v in given if k != name]
+        values = {
+            "acme": c.headers("acme")["authorization"],
+            "other": c.headers("other")["authorization"],
+        }
+        given += [(name, values.get(first, first)), (name, values.get(second, second))]
+        return "POST", POST, given, body
 
     return build
 
@@ -192,6 +208,22 @@ SEQUENCE: list[tuple[str, Request]] = [
     ),
     ("unicode instance", post(encoded(report("i-\u00e9")))),
     ("partial", post(encoded(report("i-8", missing=["storage_gb"], metrics={"devices": 1})))),
+    (
+        "content type twice, text first",
+        twice(encoded(report("i-10")), "content-type", "text/plain", "application/json"),
+    ),
+    (
+        "content type twice, json first",
+        twice(encoded(report("i-11")), "content-type", "application/json", "text/plain"),
+    ),
+    (
+        "another customer's token first",
+        twice(encoded(report("i-12")), "authorization", "other", "acme"),
+    ),
+    (
+        "the customer's token first",
+        twice(encoded(report("i-13")), "authorization", "acme", "other"),
+    ),
     ("after the refusals", post(encoded(report("i-9")))),
 ]
 
@@ -272,6 +304,10 @@ def test_the_lane_answers_stores_counts_and_logs_as_litestar_does(
     assert statuses["another customer's token"] == 403
     assert statuses["too large"] == 413
     assert statuses["after the refusals"] == 201
+    assert statuses["content type twice, text first"] == 415
+    assert statuses["content type twice, json first"] == 201
+    assert statuses["another customer's token first"] == 403
+    assert statuses["the customer's token first"] == 201
 
 
 RATE_LIMITED = [

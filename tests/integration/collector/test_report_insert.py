@@ -25,6 +25,13 @@ from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.settings import CollectorSettings
 
 SERIAL = itertools.count()
+WITH_A_DATABASE = settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+"""Few examples: each one migrates and writes a real database."""
 times = st.datetimes(
     min_value=datetime(2000, 1, 1),
     max_value=datetime(2099, 12, 31),
@@ -123,12 +130,7 @@ async def compare(database_url: str, batch: list[dict[str, Any]]) -> None:
         await engine.dispose()
 
 
-@settings(
-    max_examples=15,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@WITH_A_DATABASE
 @given(batch=st.lists(rows(), min_size=1, max_size=3))
 def test_the_driver_insert_stores_what_the_typed_insert_stored(
     database_url: str, batch: list[dict[str, Any]]
@@ -197,12 +199,7 @@ async def compare_forwards(database_url: str, batch: list[dict[str, Any]]) -> No
         await engine.dispose()
 
 
-@settings(
-    max_examples=15,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@WITH_A_DATABASE
 @given(batch=st.lists(forward_rows(), min_size=1, max_size=4, unique_by=lambda r: r["metric"]))
 def test_the_driver_insert_stores_outbox_rows_as_the_typed_insert_did(
     database_url: str, batch: list[dict[str, Any]]
