@@ -18,6 +18,7 @@ from collector.services.console_sessions import ConsoleSessions, Session
 from collector.services.customers import CustomersService
 from collector.services.drift import ReconciliationList
 from collector.services.forwarding_status import ForwardingStatusService
+from collector.services.leader import Leadership
 from collector.services.principals import Principal, Role
 from collector.services.reconcile import ReconcileService
 from collector.services.token_buckets import RequestLimits
@@ -56,6 +57,7 @@ class Console:
     reconciler: ReconcileService
     usage: UsageService
     rate_limits: RequestLimits
+    leadership: Leadership
 
 
 def session_of(request: Request[Any, Any, Any]) -> Session | None:

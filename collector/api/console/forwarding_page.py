@@ -43,8 +43,10 @@ class ForwardingPageController(Controller):
         retried: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
     ) -> Template:
         scope = current_principal(request).customer_id
+        leader = None
         if scope is None:
             counts = (await console.forwarding.status()).batches
+            leader = console.leadership.status()
         else:
             counts = dict(
                 Counter(
@@ -65,6 +67,7 @@ class ForwardingPageController(Controller):
             listed=LISTED,
             retried=retried,
             scoped_to=scope,
+            leader=leader,
         )
 
     @post(

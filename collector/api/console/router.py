@@ -91,6 +91,7 @@ def console_of(built: Services) -> Console:
         reconciler=built.reconciler,
         usage=built.usage,
         rate_limits=built.rate_limits,
+        leadership=built.leadership,
     )
 
 

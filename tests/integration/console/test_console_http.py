@@ -6,6 +6,7 @@ forwarding tests); requests go through the whole app, middleware and guards incl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -282,6 +283,24 @@ async def test_a_scoped_key_sees_its_customer_only(h: Harness, dead: dict[str, A
             owners = set(re.findall(r'href="/console/customers/([^"]+)"', page))
             assert owners <= {"cust_a"}, state
         assert 'data-batch="' in (await client.get("/console/forwarding?state=sent")).text
+
+
+async def test_the_forwarding_page_says_whether_this_replica_leads(h: Harness) -> None:
+    leadership = h.services.leadership
+    async with signed_in(h, "viewer") as client:
+        assert "data-leadership" not in (await client.get("/console/forwarding")).text
+        assert await leadership.step()
+        page = (await client.get("/console/forwarding")).text
+        stop = asyncio.Event()
+        stop.set()
+        await leadership.run(stop)  # steps down at once: the loop sees stop set
+        after = (await client.get("/console/forwarding")).text
+    assert 'data-leadership="leader"' in page
+    assert leadership.status().replica in page
+    assert "once-only tasks: ageing" in page
+    assert 'data-leadership="follower"' in after
+    async with signed_in(h, "viewer", "cust_a") as scoped:
+        assert "data-leadership" not in (await scoped.get("/console/forwarding")).text
 
 
 async def test_every_page_works_without_javascript(h: Harness, dead: dict[str, Any]) -> None:
