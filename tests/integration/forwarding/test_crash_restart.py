@@ -23,6 +23,7 @@ import pytest
 from common.clock import SystemClock
 from tests.support.collector_process import CollectorProcess, clean_environment
 from tests.support.hourly_reports import hourly_reports
+from tests.support.meter_totals import EVENT_OF, billed
 from tests.support.stripe_sandbox import API_KEY, Sandbox, running_sandbox
 
 FAULTS = {
@@ -35,7 +36,6 @@ FAULTS = {
 }
 WEBHOOK_SECRET = "whsec_crash_restart_test"
 PRICE_KEYS = ("device_usage", "mqtt_messages", "storage_gb")
-EVENT_OF = {"mqtt_messages": "mqtt_messages", "devices": "device_usage", "storage_gb": "storage_gb"}
 CUSTOMERS = ("cust-crash-a", "cust-crash-b")
 HOURS = 30
 KILLS = 3
@@ -199,25 +199,14 @@ def wait_settled(scenario: Scenario, http: httpx.Client) -> dict[str, Any]:
     pytest.fail(f"forwarding did not settle: {status}")
 
 
-def billed(scenario: Scenario, customer_id: str) -> dict[str, int]:
+def billed_to(scenario: Scenario, customer_id: str) -> dict[str, int]:
     """Stripe's own aggregate for the period, read through the SDK (meter modes)."""
-    client = scenario.sandbox.client
-    start = scenario.period_start - scenario.period_start % 60
-    end = (int(time.time()) // 60 + 10) * 60
-    totals: dict[str, int] = {}
-    for event_name, meter_id in scenario.meters.items():
-        if event_name not in EVENT_OF.values():
-            continue
-        summaries = client.v1.billing.meters.event_summaries.list(
-            meter_id,
-            {
-                "customer": scenario.stripe_customers[customer_id],
-                "start_time": start,
-                "end_time": end,
-            },
-        )
-        totals[event_name] = int(sum(s.aggregated_value for s in summaries.data))
-    return totals
+    return billed(
+        scenario.sandbox.client,
+        scenario.meters,
+        scenario.stripe_customers[customer_id],
+        scenario.period_start,
+    )
 
 
 @pytest.mark.parametrize(("mode", "backend", "coalesce"), CASES)
@@ -286,7 +275,7 @@ def test_sigkill_mid_forward_under_faults_bills_exactly(
             }
             assert stripe_values == truth(windows[customer_id])
             if mode != "usage_records":
-                assert billed(scenario, customer_id) == truth(windows[customer_id])
+                assert billed_to(scenario, customer_id) == truth(windows[customer_id])
 
         sent = scenario.get(http, "/api/forwarding/batches", state="sent", limit=1000)
         assert len(sent) == status["batches"]["sent"]

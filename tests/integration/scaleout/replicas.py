@@ -25,11 +25,11 @@ from tests.support.leases import log_events
 
 __all__ = ["Replicas", "log_events", "scrape", "truth"]
 from tests.support.hourly_reports import hourly_reports
+from tests.support.meter_totals import billed
 from tests.support.stripe_sandbox import Sandbox
 
 WEBHOOK_SECRET = "whsec_scaleout_test"
 PRICE_KEYS = ("device_usage", "mqtt_messages", "storage_gb")
-EVENT_OF = {"mqtt_messages": "mqtt_messages", "devices": "device_usage", "storage_gb": "storage_gb"}
 
 
 def setup_ids(output: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -155,23 +155,12 @@ class Replicas:
 
     def billed(self, customer_id: str) -> dict[str, int]:
         """Stripe's own aggregate of each meter for the customer, read through the SDK."""
-        client = self.sandbox.client
-        start = self.period_start - self.period_start % 60
-        end = (int(time.time()) // 60 + 10) * 60
-        totals: dict[str, int] = {}
-        for event_name, meter_id in self.meters.items():
-            if event_name not in EVENT_OF.values():
-                continue
-            summaries = client.v1.billing.meters.event_summaries.list(
-                meter_id,
-                {
-                    "customer": self.stripe_customers[customer_id],
-                    "start_time": start,
-                    "end_time": end,
-                },
-            )
-            totals[event_name] = int(sum(s.aggregated_value for s in summaries.data))
-        return totals
+        return billed(
+            self.sandbox.client,
+            self.meters,
+            self.stripe_customers[customer_id],
+            self.period_start,
+        )
 
 
 def scrape(process: CollectorProcess) -> dict[str, float]:
