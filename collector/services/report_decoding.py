@@ -11,6 +11,7 @@ and goes through the schema, so every refusal, and its message, still comes from
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import datetime
@@ -72,8 +73,6 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(_Body)
-_TIMES: dict[str, datetime] = {}
-_REMEMBERED_TIMES = 4096
 _FIELDS = tuple(_Body.__struct_fields__)
 
 
@@ -149,21 +148,13 @@ def _identifier(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _time(value: str) -> datetime:
     """An RFC 3339 time with an offset, in UTC, between 2000 and 2100.
 
-    A fleet reports the same few window bounds all hour, so each text is parsed once.
+    A fleet reports the same few window bounds all hour, so each text is parsed once (a text
+    that is refused raises, and is not remembered).
     """
-    moment = _TIMES.get(value)
-    if moment is None:
-        moment = _parsed_time(value)
-        if len(_TIMES) >= _REMEMBERED_TIMES:
-            _TIMES.clear()
-        _TIMES[value] = moment
-    return moment
-
-
-def _parsed_time(value: str) -> datetime:
     local = _TIME.match(value)
     if local is None or _OFFSET.fullmatch(value, local.end()) is None:
         raise _Deferred

@@ -13,6 +13,7 @@ RETURNING id, report_id``; ``ForwardInsert`` the outbox rows written in the same
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,7 +25,6 @@ from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Table, Uuid
 from collector.adapters.db.tables import FORWARDS, REPORTS, UtcDateTime
 
 Convert = Callable[[Any], Any]
-_REMEMBERED_TIMES = 4096
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -62,19 +62,8 @@ def _remembered(convert: Convert) -> Convert:
     A report's outbox rows repeat its window, and a fleet's reports share a few windows. The
     converted value depends only on the instant, which is what a datetime's equality compares.
     """
-    seen: dict[datetime, Any] = {}
-
-    def converted(value: datetime | None) -> Any:
-        if value is None:
-            return None
-        hit = seen.get(value)
-        if hit is None:
-            if len(seen) >= _REMEMBERED_TIMES:
-                seen.clear()
-            hit = seen[value] = convert(value)
-        return hit
-
-    return converted
+    cached = functools.lru_cache(maxsize=4096)(convert)
+    return lambda value: None if value is None else cached(value)
 
 
 def _converter(column_type: Any, dialect: str) -> Convert:
