@@ -24,7 +24,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from collector.api.auth import PRE_ADMITTED
-from collector.api.body_shape import JSON_MEDIA_TYPES, check_shape
+from collector.api.body_shape import JSON_MEDIA_TYPES, check_shape, media_type
 from collector.api.ingest_answer import answer_body
 from collector.api.limits import late_body
 from collector.errors import CollectorError
@@ -71,22 +71,15 @@ class IngestLane:
         ):
             await self._app(scope, receive, send)
             return
-        authorization = media_type = None
+        authorization = None
         for name, value in scope["headers"]:
             # The first of a repeated header counts, as everywhere else in the app.
-            if name == b"authorization":
-                authorization = value if authorization is None else authorization
-            elif name == b"content-type":
-                media_type = value if media_type is None else media_type
+            if name == b"authorization" and authorization is None:
+                authorization = value
             elif name == b"content-length" and (not value.isdigit() or int(value) > self._max):
                 await self._app(scope, receive, send)
                 return
-        if (
-            authorization is None
-            or media_type is None
-            or media_type.split(b";", 1)[0].strip().lower().decode("latin-1")
-            not in JSON_MEDIA_TYPES
-        ):
+        if authorization is None or media_type(scope) not in JSON_MEDIA_TYPES:
             await self._app(scope, receive, send)
             return
         try:
