@@ -14,7 +14,7 @@ import structlog
 from litestar import Litestar
 from litestar.di import Provide
 from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collector.adapters.db.corrections import CorrectionStore
 from collector.adapters.db.credentials import CredentialStore
@@ -22,10 +22,9 @@ from collector.adapters.db.customer_view import CustomerViewStore
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.leadership import AdvisoryLeaderLock, SingleProcessLock
 from collector.adapters.db.links import LinkStore
-from collector.adapters.db.outbox import OutboxStore, enqueue
+from collector.adapters.db.outbox import OutboxStore, forward_rows
 from collector.adapters.db.rate_buckets import RateBucketStore
 from collector.adapters.db.reports import ReportStore
-from collector.adapters.db.tables import StoredReport
 from collector.adapters.stripe.client import StripeConnection
 from collector.api.admin import AdminController
 from collector.api.auth import AuthenticationMiddleware, fail_closed
@@ -150,10 +149,7 @@ def build_services(
     )
     usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit, links=links)
 
-    async def write_forwards(conn: AsyncConnection, rows: Sequence[StoredReport]) -> None:
-        await enqueue(conn, rows, active_clock.now())
-
-    store.writer.set_after_insert(write_forwards)
+    store.writer.set_forwards(lambda reports: forward_rows(reports, active_clock.now()))
     credential_store = CredentialStore(engine)
     shared_limits = None if settings.is_sqlite else RateBucketStore(engine)
     view = CustomerViewStore(engine)

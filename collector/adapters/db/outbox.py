@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Interval, and_, bindparam, exists, func, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,7 +32,6 @@ from collector.adapters.db.outbox_records import (
     state_from_row,
 )
 from collector.adapters.db.queue_state import QueueSnapshot, UnlinkedCustomer
-from collector.adapters.db.report_insert import ForwardInsert
 from collector.adapters.db.tables import (
     BATCHES,
     FORWARDS,
@@ -61,16 +61,13 @@ __all__ = [
     "QueueSnapshot",
     "RefusedAsTooOld",
     "UnlinkedCustomer",
-    "enqueue",
+    "forward_rows",
 ]
 
 
-_FORWARD_INSERTS: dict[tuple[str, str], ForwardInsert] = {}
-
-
-async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: datetime) -> None:
-    """Write one forward per metric of each new report, in the report's own transaction."""
-    rows = [
+def forward_rows(reports: Sequence[StoredReport], now: datetime) -> list[dict[str, Any]]:
+    """One forward per metric of each new report, to be written in the report's transaction."""
+    return [
         {
             "report_pk": report.id,
             "report_id": report.report_id,
@@ -90,13 +87,6 @@ async def enqueue(conn: AsyncConnection, reports: Sequence[StoredReport], now: d
         for report in reports
         for name, value in sorted(report.metrics.items())
     ]
-    if rows:
-        dialect = conn.dialect
-        key = (dialect.name, dialect.paramstyle)
-        insert = _FORWARD_INSERTS.get(key)
-        if insert is None:
-            insert = _FORWARD_INSERTS[key] = ForwardInsert(*key)
-        await conn.exec_driver_sql(insert.statement(len(rows)), insert.parameters(rows))
 
 
 class OutboxStore:

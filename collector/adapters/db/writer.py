@@ -2,8 +2,10 @@
 
 One writer task drains whatever arrived while the previous transaction was committing, inserts the
 batch with ``ON CONFLICT (report_id) DO NOTHING`` (one driver-level statement, see
-``report_insert``) and resolves each caller with the stored row and whether it was new. Nothing
-is acknowledged before its transaction has committed.
+``report_insert``), the new reports' outbox rows in the same transaction (on the driver's own
+connection, see ``driver_transaction``), and resolves each caller with the stored row and whether
+it was new. Nothing is acknowledged before its transaction has committed. A report already stored
+is read back after the commit: stored reports never change.
 
 The writer keeps its connection while reports keep coming and returns it to the pool after
 ``LINGER`` seconds without one, or after any failure: a checkout per batch (a ping on
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +34,13 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db.report_insert import ReportInsert
+from collector.adapters.db.driver_transaction import RowRefused, driver_transaction
+from collector.adapters.db.report_insert import ForwardInsert, ReportInsert
 from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable, ValidationFailed
 
-AfterInsert = Callable[[AsyncConnection, Sequence[StoredReport]], Awaitable[None]]
+ForwardRows = Callable[[Sequence[StoredReport]], list[dict[str, Any]]]
+"""The outbox rows of newly stored reports, written in their transaction."""
 LINGER = 1.0
 """Seconds the writer keeps its connection with no report waiting."""
 
@@ -55,21 +59,21 @@ class GroupCommitWriter:
     """Inserts reports idempotently, batching whatever is waiting into one transaction."""
 
     def __init__(
-        self, engine: AsyncEngine, *, max_batch: int = 500, after_insert: AfterInsert | None = None
+        self, engine: AsyncEngine, *, max_batch: int = 500, forwards: ForwardRows | None = None
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._after_insert = after_insert
-        self._sql: ReportInsert | None = None
+        self._forwards = forwards
+        self._sql: tuple[ReportInsert, ForwardInsert] | None = None
         self._conn: AsyncConnection | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.inserted = 0
 
-    def set_after_insert(self, hook: AfterInsert) -> None:
-        """Run ``hook`` in each transaction with the newly inserted rows (the outbox uses it)."""
-        self._after_insert = hook
+    def set_forwards(self, forwards: ForwardRows) -> None:
+        """Write ``forwards(new reports)`` in each transaction (the outbox's rows)."""
+        self._forwards = forwards
 
     async def insert(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:
         queue = self._ensure_running()
@@ -154,10 +158,14 @@ class GroupCommitWriter:
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    def _insert_sql(self, conn: AsyncConnection) -> ReportInsert:
+    def _insert_sql(self, conn: AsyncConnection) -> tuple[ReportInsert, ForwardInsert]:
         if self._sql is None:
+            dialect = conn.dialect
             try:
-                self._sql = ReportInsert(conn.dialect.name, conn.dialect.paramstyle)
+                self._sql = (
+                    ReportInsert(dialect.name, dialect.paramstyle),
+                    ForwardInsert(dialect.name, dialect.paramstyle),
+                )
             except ValueError as exc:
                 raise DatabaseUnavailable(str(exc)) from exc
         return self._sql
@@ -168,8 +176,9 @@ class GroupCommitWriter:
             first_by_id.setdefault(pending.values["report_id"], pending.values)
         conn = await self._connection()
         try:
-            async with conn.begin():
-                created, existing = await self._insert(conn, first_by_id)
+            created = await self._insert(conn, first_by_id)
+            others = [rid for rid in first_by_id if rid not in created]
+            existing = await self._stored(conn, others) if others else {}
         except BaseException:
             await self._release()  # a failed transaction may have left it unusable
             raise
@@ -188,22 +197,27 @@ class GroupCommitWriter:
 
     async def _insert(
         self, conn: AsyncConnection, first_by_id: dict[uuid.UUID, dict[str, Any]]
-    ) -> tuple[dict[uuid.UUID, StoredReport], dict[uuid.UUID, StoredReport]]:
-        """Insert the new reports and their outbox rows; (created, already stored) by id."""
-        sql = self._insert_sql(conn)
+    ) -> dict[uuid.UUID, StoredReport]:
+        """Insert the new reports and their outbox rows in one transaction; the new ones by id."""
+        reports, forwards = self._insert_sql(conn)
         rows = list(first_by_id.values())
-        inserted = await conn.exec_driver_sql(sql.statement(len(rows)), sql.parameters(rows))
-        returned: list[Any] = list(inserted.all())
-        new_ids = {sql.returned_id(rid): pk for pk, rid in returned}
-        created = {rid: _row({**first_by_id[rid], "id": pk}) for rid, pk in new_ids.items()}
-        if created and self._after_insert is not None:
-            await self._after_insert(conn, list(created.values()))
-        existing: dict[uuid.UUID, StoredReport] = {}
-        others = [rid for rid in first_by_id if rid not in new_ids]
-        if others:
-            query = select(REPORTS).where(REPORTS.c.report_id.in_(others))
-            existing = {r.report_id: _row(r._mapping) for r in (await conn.execute(query)).all()}
-        return created, existing
+        async with driver_transaction(conn) as statements:
+            returned = await statements.rows(reports.statement(len(rows)), reports.parameters(rows))
+            created = {
+                rid: _row({**first_by_id[rid], "id": pk})
+                for pk, rid in ((pk, reports.returned_id(rid)) for pk, rid in returned)
+            }
+            outbox = self._forwards(list(created.values())) if created and self._forwards else []
+            if outbox:
+                await statements.run(forwards.statement(len(outbox)), forwards.parameters(outbox))
+        return created
+
+    async def _stored(
+        self, conn: AsyncConnection, report_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, StoredReport]:
+        async with conn.begin():
+            query = select(REPORTS).where(REPORTS.c.report_id.in_(report_ids))
+            return {r.report_id: _row(r._mapping) for r in (await conn.execute(query)).all()}
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -215,7 +229,7 @@ def _bad_value(exc: Exception) -> bool:
     """One row's value cannot be stored (out of range, or refused by a constraint)."""
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return isinstance(exc.orig, OverflowError | ValueError | TypeError)
-    return isinstance(exc, DataError | IntegrityError | OverflowError) or (
+    return isinstance(exc, RowRefused | DataError | IntegrityError | OverflowError) or (
         isinstance(exc, DBAPIError) and not _unavailable(exc)
     )
 

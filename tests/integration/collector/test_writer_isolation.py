@@ -14,10 +14,14 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
+from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.api.app import build_services
-from collector.errors import ValidationFailed
+from collector.errors import CollectorError, ValidationFailed
 from collector.services.ingest import _to_row
 from collector.settings import CollectorSettings
 from tests.integration.collector.test_ingest import make_report
@@ -68,4 +72,107 @@ async def submit(database_url: str, mix: list[tuple[str, bool]]) -> None:
                 assert answer.status_code == 422
         assert await services.store.count() - before == sum(s for _, s in mix)
     finally:
+        await services.close()
+
+
+POISON_SQLITE = (
+    "CREATE TRIGGER poison BEFORE INSERT ON forwards WHEN NEW.customer_id = 'poisoned' "
+    "BEGIN SELECT RAISE(ABORT, 'outbox refused'); END"
+)
+POISON_POSTGRES = (
+    "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF NEW.customer_id = 'poisoned' THEN "
+    "RAISE EXCEPTION 'outbox refused' USING ERRCODE = 'check_violation'; END IF; "
+    "RETURN NEW; END $$",
+    "CREATE TRIGGER poison BEFORE INSERT ON forwards FOR EACH ROW EXECUTE FUNCTION poison()",
+)
+
+
+async def _sql(engine: AsyncEngine, *statements: str) -> None:
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+
+
+async def _stored(engine: AsyncEngine) -> tuple[set[str], dict[str, int]]:
+    """The instances with a stored report, and how many outbox rows each has."""
+    async with engine.connect() as conn:
+        reports = {r for (r,) in await conn.execute(select(REPORTS.c.instance_id))}
+        forwards = dict(
+            (
+                await conn.execute(
+                    select(FORWARDS.c.instance_id, func.count()).group_by(FORWARDS.c.instance_id)
+                )
+            ).all()
+        )
+    return reports, {k: int(v) for k, v in forwards.items()}
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(poisoned=st.lists(st.booleans(), min_size=1, max_size=12))
+def test_a_report_commits_with_its_outbox_rows_or_not_at_all(
+    database_url: str, poisoned: list[bool]
+) -> None:
+    """The outbox insert fails for some reports of a batch: none of those is stored, the rest are.
+
+    The database refuses the outbox rows (a trigger), after the report row was written in the
+    same transaction. A report stored without its outbox rows would never be billed.
+    """
+    asyncio.run(submit_poisoned(database_url, poisoned))
+
+
+async def submit_poisoned(database_url: str, poisoned: list[bool]) -> None:
+    settings_ = CollectorSettings(database_url=database_url, stripe_mode="off")
+    url = settings_.async_database_url()
+    await upgrade_async(url)
+    services = build_services(settings_, registry=CollectorRegistry())
+    engine = create_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)
+    try:
+        await _sql(engine, *(POISON_POSTGRES if postgres else (POISON_SQLITE,)))
+        reports = [
+            make_report(customer_id="poisoned" if bad else "cust_a", instance_id=f"p{next(SERIAL)}")
+            for bad in poisoned
+        ]
+        answers = await asyncio.gather(
+            *(
+                services.store.writer.insert(_to_row(r, legacy=False, received_at=now))
+                for r in reports
+            ),
+            return_exceptions=True,
+        )
+        stored, forwards = await _stored(engine)
+        for report, bad, answer in zip(reports, poisoned, answers, strict=True):
+            if bad:
+                assert isinstance(answer, CollectorError), answer
+                assert report.instance_id not in stored
+                assert report.instance_id not in forwards
+            else:
+                assert isinstance(answer, tuple), answer
+                assert answer[1]
+                assert report.instance_id in stored
+                assert forwards[report.instance_id] == len(report.metrics)
+
+        await _sql(engine, "DROP TRIGGER poison ON forwards" if postgres else "DROP TRIGGER poison")
+        retried = await asyncio.gather(
+            *(
+                services.store.writer.insert(_to_row(r, legacy=False, received_at=now))
+                for r in reports
+            )
+        )
+        assert [created for _, created in retried] == poisoned
+        stored, forwards = await _stored(engine)
+        for report in reports:
+            assert report.instance_id in stored
+            assert forwards[report.instance_id] == len(report.metrics)
+    finally:
+        if postgres:
+            await _sql(engine, "DROP FUNCTION IF EXISTS poison() CASCADE")
+        await engine.dispose()
         await services.close()
