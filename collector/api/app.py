@@ -149,7 +149,7 @@ def build_services(
     )
     usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit, links=links)
 
-    store.writer.set_forwards(lambda reports: forward_rows(reports, active_clock.now()))
+    store.writer.set_forwards(lambda rows: forward_rows(rows, active_clock.now()))
     credential_store = CredentialStore(engine)
     shared_limits = None if settings.is_sqlite else RateBucketStore(engine)
     view = CustomerViewStore(engine)

@@ -94,6 +94,21 @@ async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Statements]
         raise DatabaseUnavailable(f"unsupported database dialect {conn.dialect.name!r}")
 
 
+async def single_statement(
+    conn: AsyncConnection, sql: str, parameters: Sequence[Any]
+) -> Sequence[Sequence[Any]]:
+    """``sql`` as a transaction of its own, committed when it returns: one round trip on PostgreSQL.
+
+    ``conn`` must not be in a SQLAlchemy transaction.
+    """
+    if conn.dialect.name != "postgresql":
+        async with driver_transaction(conn) as statements:
+            return await statements.rows(sql, parameters)
+    async with _translated():
+        driver = (await conn.get_raw_connection()).driver_connection
+    return await _Postgres(driver).rows(sql, parameters)
+
+
 @asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
     try:

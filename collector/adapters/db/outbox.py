@@ -12,7 +12,7 @@ batch is settled: it marks a batch that may have reached Stripe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,6 @@ from collector.adapters.db.tables import (
     LINKS,
     STATE,
     BatchRow,
-    StoredReport,
     UtcDateTime,
 )
 from collector.errors import Conflict, DatabaseUnavailable
@@ -65,18 +64,20 @@ __all__ = [
 ]
 
 
-def forward_rows(reports: Sequence[StoredReport], now: datetime) -> list[dict[str, Any]]:
-    """One forward per metric of each new report, to be written in the report's transaction."""
+def forward_rows(reports: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """One forward per metric of each report row, without ``report_pk``: its report's key.
+
+    The writer stores the rows of the reports it inserts in the same transaction.
+    """
     return [
         {
-            "report_pk": report.id,
-            "report_id": report.report_id,
-            "customer_id": report.customer_id,
-            "instance_id": report.instance_id,
+            "report_id": report["report_id"],
+            "customer_id": report["customer_id"],
+            "instance_id": report["instance_id"],
             "metric": name,
             "kind": "report",
-            "window_start": report.window_start,
-            "window_end": report.window_end,
+            "window_start": report["window_start"],
+            "window_end": report["window_end"],
             "value": repr(value) if isinstance(value, float) else str(value),
             "state": "pending",
             "batch_id": None,
@@ -85,7 +86,7 @@ def forward_rows(reports: Sequence[StoredReport], now: datetime) -> list[dict[st
             "created_at": now,
         }
         for report in reports
-        for name, value in sorted(report.metrics.items())
+        for name, value in sorted(report["metrics"].items())
     ]
 
 

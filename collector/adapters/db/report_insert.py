@@ -9,6 +9,8 @@ SQLite and PostgreSQL and compares what the database holds. Reads keep the typed
 
 ``ReportInsert`` is the ``usage_reports`` insert, ``ON CONFLICT (report_id) DO NOTHING
 RETURNING id, report_id``; ``ForwardInsert`` the outbox rows written in the same transaction.
+On PostgreSQL, ``ReportAndOutboxInsert`` writes both in one statement: a data-modifying CTE
+whose outbox rows join the reports the insert returned, so a stored report gets none.
 """
 
 from __future__ import annotations
@@ -145,6 +147,84 @@ class ForwardInsert(DriverInsert):
 
     def __init__(self, dialect: str, paramstyle: str) -> None:
         super().__init__(FORWARDS, dialect, paramstyle)
+
+
+def _postgres_cast(column_type: Any) -> str:
+    """The type a ``VALUES`` parameter is read as.
+
+    Text is read as unbounded ``text``: a cast to ``varchar(n)`` would cut a long value short
+    where the column refuses it.
+    """
+    if isinstance(column_type, UtcDateTime):
+        return "timestamptz"
+    if isinstance(column_type, Uuid):
+        return "uuid"
+    if isinstance(column_type, JSON):
+        return "json"
+    if isinstance(column_type, Boolean):
+        return "boolean"
+    if isinstance(column_type, BigInteger):
+        return "bigint"
+    if isinstance(column_type, Integer):
+        return "integer"
+    if isinstance(column_type, String):
+        return "text"
+    raise ValueError(f"no PostgreSQL cast for {type(column_type).__name__}")
+
+
+class ReportAndOutboxInsert:
+    """PostgreSQL: a batch of reports and the outbox rows of the new ones, in one statement.
+
+    The outbox rows are given for every report of the batch, without ``report_pk``; only those
+    whose ``report_id`` the report insert returned are written, each with its report's key.
+    """
+
+    def __init__(self) -> None:
+        self.reports = ReportInsert("postgresql", "numeric_dollar")
+        forwards = [c for c in FORWARDS.columns if not c.primary_key and c.name != "report_pk"]
+        self.forward_columns = tuple(c.name for c in forwards)
+        self._pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in forwards)
+        self._casts = tuple(_postgres_cast(c.type) for c in forwards)
+        self._statements: dict[tuple[int, int], str] = {}
+
+    def statement(self, reports: int, forwards: int) -> str:
+        """The SQL for ``reports`` reports and ``forwards`` outbox rows, built once per size."""
+        if forwards == 0:
+            return self.reports.statement(reports)
+        cached = self._statements.get((reports, forwards))
+        if cached is None:
+            width = len(self.forward_columns)
+            offset = reports * len(self.reports.columns)
+            groups = (
+                "("
+                + ", ".join(
+                    f"${offset + r * width + c + 1}::{cast}" for c, cast in enumerate(self._casts)
+                )
+                + ")"
+                for r in range(forwards)
+            )
+            names = ", ".join(f'"{name}"' for name in self.forward_columns)
+            chosen = ", ".join(f'f."{name}"' for name in self.forward_columns)
+            # Only the tables' own names and placeholders: every value is a bound parameter.
+            cached = (
+                f"WITH new AS ({self.reports.statement(reports)}), "  # noqa: S608
+                f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {names}) "
+                f"SELECT new.id, {chosen} FROM new "
+                f"JOIN (VALUES {', '.join(groups)}) AS f ({names}) "
+                "ON f.report_id = new.report_id) "
+                "SELECT id, report_id FROM new"
+            )
+            self._statements[(reports, forwards)] = cached
+        return cached
+
+    def parameters(
+        self, reports: Sequence[dict[str, Any]], forwards: Sequence[dict[str, Any]]
+    ) -> tuple[Any, ...]:
+        """The reports' values, then the outbox rows' values, each as the driver takes it."""
+        pairs = self._pairs
+        return self.reports.parameters(reports) + tuple(
+            convert(row[name]) for row in forwards for name, convert in pairs
+        )
 
 
 COLUMNS: tuple[str, ...] = ReportInsert("sqlite", "qmark").columns

@@ -34,13 +34,17 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from collector.adapters.db.driver_transaction import RowRefused, driver_transaction
-from collector.adapters.db.report_insert import ForwardInsert, ReportInsert
+from collector.adapters.db.driver_transaction import (
+    RowRefused,
+    driver_transaction,
+    single_statement,
+)
+from collector.adapters.db.report_insert import ForwardInsert, ReportAndOutboxInsert, ReportInsert
 from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable, ValidationFailed
 
-ForwardRows = Callable[[Sequence[StoredReport]], list[dict[str, Any]]]
-"""The outbox rows of newly stored reports, written in their transaction."""
+ForwardRows = Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
+"""The outbox rows of report rows, without ``report_pk``; those of new reports are written."""
 LINGER = 1.0
 """Seconds the writer keeps its connection with no report waiting."""
 
@@ -49,6 +53,14 @@ LINGER = 1.0
 class _Pending:
     values: dict[str, Any]
     future: asyncio.Future[tuple[StoredReport, bool]] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    reports: ReportInsert
+    forwards: ForwardInsert
+    combined: ReportAndOutboxInsert | None
+    """PostgreSQL: the reports and their outbox rows in one statement."""
 
 
 def _row(mapping: Any) -> StoredReport:
@@ -64,7 +76,7 @@ class GroupCommitWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._forwards = forwards
-        self._sql: tuple[ReportInsert, ForwardInsert] | None = None
+        self._sql: _Statements | None = None
         self._conn: AsyncConnection | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -72,7 +84,7 @@ class GroupCommitWriter:
         self.inserted = 0
 
     def set_forwards(self, forwards: ForwardRows) -> None:
-        """Write ``forwards(new reports)`` in each transaction (the outbox's rows)."""
+        """Write the rows ``forwards`` gives for the new reports, in their transaction."""
         self._forwards = forwards
 
     async def insert(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:
@@ -158,13 +170,14 @@ class GroupCommitWriter:
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    def _insert_sql(self, conn: AsyncConnection) -> tuple[ReportInsert, ForwardInsert]:
+    def _insert_sql(self, conn: AsyncConnection) -> _Statements:
         if self._sql is None:
             dialect = conn.dialect
             try:
-                self._sql = (
+                self._sql = _Statements(
                     ReportInsert(dialect.name, dialect.paramstyle),
                     ForwardInsert(dialect.name, dialect.paramstyle),
+                    ReportAndOutboxInsert() if dialect.name == "postgresql" else None,
                 )
             except ValueError as exc:
                 raise DatabaseUnavailable(str(exc)) from exc
@@ -199,17 +212,43 @@ class GroupCommitWriter:
         self, conn: AsyncConnection, first_by_id: dict[uuid.UUID, dict[str, Any]]
     ) -> dict[uuid.UUID, StoredReport]:
         """Insert the new reports and their outbox rows in one transaction; the new ones by id."""
-        reports, forwards = self._insert_sql(conn)
+        sql = self._insert_sql(conn)
         rows = list(first_by_id.values())
-        async with driver_transaction(conn) as statements:
-            returned = await statements.rows(reports.statement(len(rows)), reports.parameters(rows))
-            created = {
-                rid: _row({**first_by_id[rid], "id": pk})
-                for pk, rid in ((pk, reports.returned_id(rid)) for pk, rid in returned)
-            }
-            outbox = self._forwards(list(created.values())) if created and self._forwards else []
+        outbox = self._forwards(rows) if self._forwards is not None else []
+        if sql.combined is not None:
             if outbox:
-                await statements.run(forwards.statement(len(outbox)), forwards.parameters(outbox))
+                statement = sql.combined.statement(len(rows), len(outbox))
+                parameters = sql.combined.parameters(rows, outbox)
+            else:
+                statement, parameters = (
+                    sql.reports.statement(len(rows)),
+                    sql.reports.parameters(rows),
+                )
+            return self._created(first_by_id, await single_statement(conn, statement, parameters))
+        async with driver_transaction(conn) as statements:
+            returned = await statements.rows(
+                sql.reports.statement(len(rows)), sql.reports.parameters(rows)
+            )
+            created = self._created(first_by_id, returned)
+            new = [
+                {**row, "report_pk": created[row["report_id"]].id}
+                for row in outbox
+                if row["report_id"] in created
+            ]
+            if new:
+                await statements.run(sql.forwards.statement(len(new)), sql.forwards.parameters(new))
+        return created
+
+    def _created(
+        self, first_by_id: dict[uuid.UUID, dict[str, Any]], returned: Sequence[Sequence[Any]]
+    ) -> dict[uuid.UUID, StoredReport]:
+        """The inserted reports by id, from the ``(id, report_id)`` rows the insert returned."""
+        assert self._sql is not None
+        returned_id = self._sql.reports.returned_id
+        created = {}
+        for pk, value in returned:
+            rid = returned_id(value)
+            created[rid] = _row({**first_by_id[rid], "id": pk})
         return created
 
     async def _stored(

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
-from collector.adapters.db.report_insert import COLUMNS, DriverInsert, ForwardInsert, ReportInsert
+from collector.adapters.db.outbox import forward_rows as outbox_rows
+from collector.adapters.db.report_insert import (
+    COLUMNS,
+    DriverInsert,
+    ForwardInsert,
+    ReportAndOutboxInsert,
+    ReportInsert,
+)
 from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.settings import CollectorSettings
 
@@ -214,3 +221,85 @@ def test_a_table_with_a_type_the_driver_insert_does_not_know_is_refused() -> Non
     )
     with pytest.raises(ValueError, match="LargeBinary"):
         DriverInsert(odd, "sqlite", "qmark")
+
+
+async def _contents(conn: AsyncConnection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Reports and outbox rows as stored, keys left out (an outbox row names its report's id)."""
+    reports = await conn.exec_driver_sql(
+        f"SELECT {', '.join(COLUMNS)} FROM usage_reports ORDER BY report_id"
+    )
+    forward_columns = ", ".join(f"f.{c}" for c in ReportAndOutboxInsert().forward_columns)
+    forwards = await conn.exec_driver_sql(
+        f"SELECT r.report_id, {forward_columns} FROM forwards f "
+        "JOIN usage_reports r ON r.id = f.report_pk ORDER BY f.report_id, f.metric"
+    )
+    return [tuple(r) for r in reports.all()], [tuple(r) for r in forwards.all()]
+
+
+async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bool]) -> None:
+    engine = create_engine(url)
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    outbox = outbox_rows(batch, now)
+    earlier = [row for row, first in zip(batch, stored_first, strict=True) if first]
+    one = ReportAndOutboxInsert()
+    reports, forwards = one.reports, ForwardInsert("postgresql", "numeric_dollar")
+    contents = []
+    try:
+        for combined in (True, False):
+            async with engine.begin() as conn:
+                await conn.execute(delete(FORWARDS))
+                await conn.execute(delete(REPORTS))
+                if earlier:
+                    await conn.exec_driver_sql(
+                        reports.statement(len(earlier)), reports.parameters(earlier)
+                    )
+                if combined:
+                    statement = one.statement(len(batch), len(outbox))
+                    result = await conn.exec_driver_sql(statement, one.parameters(batch, outbox))
+                    returned = {r[1]: r[0] for r in result.all()}
+                else:
+                    result = await conn.exec_driver_sql(
+                        reports.statement(len(batch)), reports.parameters(batch)
+                    )
+                    returned = {r[1]: r[0] for r in result.all()}
+                    new = [
+                        {**row, "report_pk": returned[row["report_id"]]}
+                        for row in outbox
+                        if row["report_id"] in returned
+                    ]
+                    if new:
+                        await conn.exec_driver_sql(
+                            forwards.statement(len(new)), forwards.parameters(new)
+                        )
+                assert set(returned) == {
+                    row["report_id"]
+                    for row, first in zip(batch, stored_first, strict=True)
+                    if not first
+                }
+                contents.append(await _contents(conn))
+        assert contents[0] == contents[1]
+        stored_reports, stored_forwards = contents[0]
+        assert len(stored_reports) == len(batch)
+        assert len(stored_forwards) == sum(
+            len(row["metrics"]) for row, first in zip(batch, stored_first, strict=True) if not first
+        )
+    finally:
+        await engine.dispose()
+
+
+@WITH_A_DATABASE
+@given(
+    data=st.lists(
+        st.tuples(rows(), st.booleans()),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda t: t[0]["report_id"],
+    )
+)
+def test_one_statement_stores_what_the_report_and_outbox_inserts_store(
+    postgres_url: str, data: list[tuple[dict[str, Any], bool]]
+) -> None:
+    """PostgreSQL's one-statement write holds what the two inserts hold; stored ids get no rows."""
+    url = CollectorSettings(database_url=postgres_url).async_database_url()
+    asyncio.run(upgrade_async(url))
+    asyncio.run(both_ways(url, [row for row, _ in data], [first for _, first in data]))
