@@ -41,6 +41,9 @@ def _check_identifier(value: str) -> str:
         raise ValueError(f"must be at most {MAX_IDENTIFIER_LENGTH} characters")
     if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
         raise ValueError("must not contain control characters")
+    if not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        # JSON can escape half of a surrogate pair ("\ud800"); no UTF-8 text holds one.
+        raise ValueError("must be Unicode text (a lone surrogate escape is not)")
     return value
 
 

@@ -286,6 +286,7 @@ def assert_agree(body: bytes) -> None:
 @example(json.dumps({**base(), "active_devices": 10**30}).encode())
 @example(json.dumps({**base(), "report_id": str(uuid.uuid4())}).encode())
 @example(json.dumps({k: base()[k] for k in ("customer_id", "instance_id", "metrics")}).encode())
+@example(b'{"customer_id": "\\ud800cust_1", "instance_id": "i-1"}')
 def test_fast_path_and_schema_agree_on_every_body(body: bytes) -> None:
     assert_agree(body)
 

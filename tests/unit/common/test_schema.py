@@ -84,10 +84,14 @@ def test_window_end_must_follow_window_start() -> None:
         report(window_start=END, window_end=START)
 
 
-@pytest.mark.parametrize("identifier", ["", " ", "a" * 129, "bad\nid", "nul\x00"])
+@pytest.mark.parametrize(
+    "identifier", ["", " ", "a" * 129, "bad\nid", "nul\x00", "\ud800cust", "cust\udfff"]
+)
 def test_bad_identifiers_are_rejected(identifier: str) -> None:
     with pytest.raises(ValidationError):
         report(customer_id=identifier)
+    with pytest.raises(ValidationError):
+        LegacyUsageReport(customer_id=identifier, instance_id="i-1")
 
 
 def test_missing_sources_mark_the_report_partial() -> None:
