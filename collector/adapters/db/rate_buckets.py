@@ -19,10 +19,11 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.errors import DatabaseUnavailable
@@ -39,24 +40,31 @@ _REFILLED = (
 
 # ``granted`` carries the requested count in through ``excluded`` (capped at the burst, which
 # changes nothing: no statement can grant more than the burst) and the granted count back out.
-_TAKE = text(
-    f"""
-    WITH {_CLOCK}
+# It runs on asyncpg itself, being on every request's path, so its parameters are numbered:
+# $1 now, $2 burst, $3 rate, $4 the keys, $5 their counts.
+_TAKE_CLOCK = _CLOCK.replace(":now", "$1")
+_TAKE_REFILLED = _REFILLED.replace(":burst", "$2").replace(":rate", "$3")
+_TAKE = f"""
+    WITH {_TAKE_CLOCK}
     INSERT INTO rate_buckets AS b (key, tokens, stamp, granted)
     SELECT
         wanted.key,
-        CAST(:burst AS float8) - least(wanted.n, floor(CAST(:burst AS float8))),
+        CAST($2 AS float8) - least(wanted.n, floor(CAST($2 AS float8))),
         clock.now,
-        least(wanted.n, floor(CAST(:burst AS float8)))
-    FROM unnest(CAST(:keys AS text[]), CAST(:counts AS integer[])) AS wanted(key, n), clock
+        least(wanted.n, floor(CAST($2 AS float8)))
+    FROM unnest(CAST($4 AS text[]), CAST($5 AS integer[])) AS wanted(key, n), clock
     ORDER BY wanted.key
     ON CONFLICT (key) DO UPDATE SET
-        granted = least(excluded.granted, floor({_REFILLED})),
-        tokens = {_REFILLED} - least(excluded.granted, floor({_REFILLED})),
+        granted = least(excluded.granted, floor({_TAKE_REFILLED})),
+        tokens = {_TAKE_REFILLED} - least(excluded.granted, floor({_TAKE_REFILLED})),
         stamp = greatest(b.stamp, excluded.stamp)
     RETURNING b.key, b.granted, b.tokens
     """  # noqa: S608
-).bindparams(bindparam("keys", type_=ARRAY(Text())), bindparam("counts", type_=ARRAY(Integer())))
+_DROPPED = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+"""The kept connection is gone (closed by the server, a firewall, or a restart)."""
+_SHUT_DOWN = "57"
+"""SQLSTATE class of a session the server ended (``pg_terminate_backend``, a shutdown)."""
+
 
 _PREPARE_SLOTS = text(
     """
@@ -98,6 +106,14 @@ _RELEASE = text(
     RETURNING s.slot
     """  # noqa: S608
 )
+
+
+def _dropped(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "").startswith(_SHUT_DOWN) or isinstance(
+            exc, asyncpg.PostgresConnectionError
+        )
+    return isinstance(exc, _DROPPED)
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
@@ -154,28 +170,22 @@ class RateBucketStore:
         Rows are locked in key order, so two replicas' statements never deadlock.
         """
         keys = sorted(wanted)
-        params = {
-            "keys": keys,
-            "counts": [wanted[key] for key in keys],
-            "rate": rate,
-            "burst": burst,
-            "now": now,
-        }
+        counts = [wanted[key] for key in keys]
         async with self._taking:
             for attempt in (1, 2):
                 try:
                     conn = await self._connection()
-                    rows = (await conn.execute(_TAKE, params)).all()
+                    driver: Any = (await conn.get_raw_connection()).driver_connection
+                    rows = await driver.fetch(_TAKE, now, burst, rate, keys, counts)
                     break
-                except (SQLAlchemyError, OSError) as exc:
+                except (SQLAlchemyError, asyncpg.PostgresError, *_DROPPED) as exc:
                     await self.close()
                     # A kept connection the server or a firewall closed while it sat idle: once
                     # more on a fresh one. (Had the statement run, the retry takes twice: never
                     # more than allowed.)
-                    dropped = isinstance(exc, DBAPIError) and exc.connection_invalidated
-                    if attempt == 2 or not dropped:
+                    if attempt == 2 or not _dropped(exc):
                         raise _unavailable(exc) from exc
-        return {row.key: Taken(int(row.granted), float(row.tokens)) for row in rows}
+        return {key: Taken(int(granted), float(tokens)) for key, granted, tokens in rows}
 
     async def _connection(self) -> AsyncConnection:
         loop = asyncio.get_running_loop()
