@@ -177,53 +177,42 @@ class ReportAndOutboxInsert:
 
     The outbox rows are given for every report of the batch, without ``report_pk``; only those
     whose ``report_id`` the report insert returned are written, each with its report's key.
+    Every column comes as one array parameter (``unnest``), so the statement's text is the same
+    for every batch and asyncpg prepares it once per connection: a text per batch size was
+    prepared again for every batch once it outgrew asyncpg's cache limit for statement length.
     """
 
     def __init__(self) -> None:
-        self.reports = ReportInsert("postgresql", "numeric_dollar")
+        reports = [c for c in REPORTS.columns if not c.primary_key]
         forwards = [c for c in FORWARDS.columns if not c.primary_key and c.name != "report_pk"]
+        self.report_columns = tuple(c.name for c in reports)
         self.forward_columns = tuple(c.name for c in forwards)
-        self._pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in forwards)
-        self._casts = tuple(_postgres_cast(c.type) for c in forwards)
-        self._statements: dict[tuple[int, int], str] = {}
-
-    def statement(self, reports: int, forwards: int) -> str:
-        """The SQL for ``reports`` reports and ``forwards`` outbox rows, built once per size."""
-        if forwards == 0:
-            return self.reports.statement(reports)
-        cached = self._statements.get((reports, forwards))
-        if cached is None:
-            width = len(self.forward_columns)
-            offset = reports * len(self.reports.columns)
-            groups = (
-                "("
-                + ", ".join(
-                    f"${offset + r * width + c + 1}::{cast}" for c, cast in enumerate(self._casts)
-                )
-                + ")"
-                for r in range(forwards)
-            )
-            names = ", ".join(f'"{name}"' for name in self.forward_columns)
-            chosen = ", ".join(f'f."{name}"' for name in self.forward_columns)
-            # Only the tables' own names and placeholders: every value is a bound parameter.
-            cached = (
-                f"WITH new AS ({self.reports.statement(reports)}), "  # noqa: S608
-                f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {names}) "
-                f"SELECT new.id, {chosen} FROM new "
-                f"JOIN (VALUES {', '.join(groups)}) AS f ({names}) "
-                "ON f.report_id = new.report_id) "
-                "SELECT id, report_id FROM new"
-            )
-            self._statements[(reports, forwards)] = cached
-        return cached
+        self._report_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in reports)
+        self._forward_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in forwards)
+        arrays = [f"${n + 1}::{_postgres_cast(c.type)}[]" for n, c in enumerate(reports + forwards)]
+        report_arrays = ", ".join(arrays[: len(reports)])
+        forward_arrays = ", ".join(arrays[len(reports) :])
+        names = ", ".join(f'"{name}"' for name in self.forward_columns)
+        chosen = ", ".join(f'f."{name}"' for name in self.forward_columns)
+        # Only the tables' own names and placeholders: every value is a bound parameter.
+        self.statement = (
+            f"WITH new AS (INSERT INTO {REPORTS.name} ({', '.join(self.report_columns)}) "  # noqa: S608
+            f"SELECT * FROM unnest({report_arrays}) "
+            "ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id), "
+            f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {names}) "
+            f"SELECT new.id, {chosen} FROM new "
+            f"JOIN unnest({forward_arrays}) AS f ({names}) ON f.report_id = new.report_id) "
+            "SELECT id, report_id FROM new"
+        )
 
     def parameters(
         self, reports: Sequence[dict[str, Any]], forwards: Sequence[dict[str, Any]]
-    ) -> tuple[Any, ...]:
-        """The reports' values, then the outbox rows' values, each as the driver takes it."""
-        pairs = self._pairs
-        return self.reports.parameters(reports) + tuple(
-            convert(row[name]) for row in forwards for name, convert in pairs
+    ) -> tuple[list[Any], ...]:
+        """One array per column: the reports' columns, then the outbox rows' columns."""
+        return tuple(
+            [convert(row[name]) for row in rows]
+            for rows, pairs in ((reports, self._report_pairs), (forwards, self._forward_pairs))
+            for name, convert in pairs
         )
 
 

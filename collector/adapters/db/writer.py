@@ -216,15 +216,9 @@ class GroupCommitWriter:
         rows = list(first_by_id.values())
         outbox = self._forwards(rows) if self._forwards is not None else []
         if sql.combined is not None:
-            if outbox:
-                statement = sql.combined.statement(len(rows), len(outbox))
-                parameters = sql.combined.parameters(rows, outbox)
-            else:
-                statement, parameters = (
-                    sql.reports.statement(len(rows)),
-                    sql.reports.parameters(rows),
-                )
-            return self._created(first_by_id, await single_statement(conn, statement, parameters))
+            parameters = sql.combined.parameters(rows, outbox)
+            returned = await single_statement(conn, sql.combined.statement, parameters)
+            return self._created(first_by_id, returned)
         async with driver_transaction(conn) as statements:
             returned = await statements.rows(
                 sql.reports.statement(len(rows)), sql.reports.parameters(rows)

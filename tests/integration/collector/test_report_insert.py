@@ -242,7 +242,8 @@ async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bo
     outbox = outbox_rows(batch, now)
     earlier = [row for row, first in zip(batch, stored_first, strict=True) if first]
     one = ReportAndOutboxInsert()
-    reports, forwards = one.reports, ForwardInsert("postgresql", "numeric_dollar")
+    reports = ReportInsert("postgresql", "numeric_dollar")
+    forwards = ForwardInsert("postgresql", "numeric_dollar")
     contents = []
     try:
         for combined in (True, False):
@@ -254,8 +255,8 @@ async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bo
                         reports.statement(len(earlier)), reports.parameters(earlier)
                     )
                 if combined:
-                    statement = one.statement(len(batch), len(outbox))
-                    result = await conn.exec_driver_sql(statement, one.parameters(batch, outbox))
+                    parameters = one.parameters(batch, outbox)
+                    result = await conn.exec_driver_sql(one.statement, parameters)
                     returned = {r[1]: r[0] for r in result.all()}
                 else:
                     result = await conn.exec_driver_sql(
