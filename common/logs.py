@@ -115,11 +115,16 @@ def _redact(logger: Any, method: str, event: structlog.types.EventDict) -> Any:
     a microsecond a value, and most events hold a dozen plain ids, names and times.
     """
     texts: list[str] = []
-    values = (value for key, value in event.items() if not key.startswith("_"))
-    if _plain_texts(values, texts):
-        joined = "\n".join(texts)
-        if redact(joined) == joined:
-            return event
+    for key, value in event.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, str):
+            texts.append(value)
+        elif not _plain_texts((value,), texts):
+            return redact_event(logger, method, event)
+    joined = "\n".join(texts)
+    if redact(joined) == joined:
+        return event
     return redact_event(logger, method, event)
 
 
