@@ -172,44 +172,86 @@ def _postgres_cast(column_type: Any) -> str:
     raise ValueError(f"no PostgreSQL cast for {type(column_type).__name__}")
 
 
+ASYNCPG_CACHEABLE_TEXT = 15 * 1024
+"""asyncpg's ``max_cacheable_statement_size`` (bytes): a longer text is prepared every time."""
+
+
 class ReportAndOutboxInsert:
     """PostgreSQL: a batch of reports and the outbox rows of the new ones, in one statement.
 
     The outbox rows are given for every report of the batch, without ``report_pk``; only those
     whose ``report_id`` the report insert returned are written, each with its report's key.
-    Every column comes as one array parameter (``unnest``), so the statement's text is the same
-    for every batch and asyncpg prepares it once per connection: a text per batch size was
-    prepared again for every batch once it outgrew asyncpg's cache limit for statement length.
+
+    Two forms of the same statement. A batch whose text fits asyncpg's statement cache gives
+    each value its own parameter (``VALUES``), the cheapest to encode; asyncpg prepares one text
+    per batch size once. A larger batch would be prepared again every time, so it takes one array
+    parameter per column (``unnest``), a text that is the same for every batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, cacheable_text: int = ASYNCPG_CACHEABLE_TEXT) -> None:
         reports = [c for c in REPORTS.columns if not c.primary_key]
         forwards = [c for c in FORWARDS.columns if not c.primary_key and c.name != "report_pk"]
-        self.report_columns = tuple(c.name for c in reports)
+        self.reports = ReportInsert("postgresql", "numeric_dollar")
         self.forward_columns = tuple(c.name for c in forwards)
+        self._cacheable_text = cacheable_text
         self._report_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in reports)
         self._forward_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in forwards)
+        self._casts = tuple(_postgres_cast(c.type) for c in forwards)
+        self._names = ", ".join(f'"{name}"' for name in self.forward_columns)
         arrays = [f"${n + 1}::{_postgres_cast(c.type)}[]" for n, c in enumerate(reports + forwards)]
-        report_arrays = ", ".join(arrays[: len(reports)])
-        forward_arrays = ", ".join(arrays[len(reports) :])
-        names = ", ".join(f'"{name}"' for name in self.forward_columns)
+        self.arrays_statement = self._combined(
+            f"INSERT INTO {REPORTS.name} ({', '.join(self.reports.columns)}) "  # noqa: S608
+            f"SELECT * FROM unnest({', '.join(arrays[: len(reports)])}) "
+            "ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id",
+            f"unnest({', '.join(arrays[len(reports) :])})",
+        )
+        self._statements: dict[tuple[int, int], str | None] = {}
+
+    def _combined(self, report_insert: str, forward_rows: str) -> str:
         chosen = ", ".join(f'f."{name}"' for name in self.forward_columns)
         # Only the tables' own names and placeholders: every value is a bound parameter.
-        self.statement = (
-            f"WITH new AS (INSERT INTO {REPORTS.name} ({', '.join(self.report_columns)}) "  # noqa: S608
-            f"SELECT * FROM unnest({report_arrays}) "
-            "ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id), "
-            f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {names}) "
+        return (
+            f"WITH new AS ({report_insert}), "  # noqa: S608
+            f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {self._names}) "
             f"SELECT new.id, {chosen} FROM new "
-            f"JOIN unnest({forward_arrays}) AS f ({names}) ON f.report_id = new.report_id) "
+            f"JOIN {forward_rows} AS f ({self._names}) ON f.report_id = new.report_id) "
             "SELECT id, report_id FROM new"
         )
 
-    def parameters(
+    def _values_statement(self, reports: int, forwards: int) -> str | None:
+        """The ``VALUES`` text for these sizes, or None when it is too long to be cached."""
+        key = (reports, forwards)
+        if key not in self._statements:
+            width = len(self.forward_columns)
+            offset = reports * len(self.reports.columns)
+            groups = (
+                "("
+                + ", ".join(
+                    f"${offset + r * width + c + 1}::{cast}" for c, cast in enumerate(self._casts)
+                )
+                + ")"
+                for r in range(forwards)
+            )
+            text = (
+                self._combined(self.reports.statement(reports), f"(VALUES {', '.join(groups)})")
+                if forwards
+                else self.reports.statement(reports)
+            )
+            self._statements[key] = text if len(text) <= self._cacheable_text else None
+        return self._statements[key]
+
+    def build(
         self, reports: Sequence[dict[str, Any]], forwards: Sequence[dict[str, Any]]
-    ) -> tuple[list[Any], ...]:
-        """One array per column: the reports' columns, then the outbox rows' columns."""
-        return tuple(
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The statement for these rows and its parameters, each as the driver takes it."""
+        values = self._values_statement(len(reports), len(forwards))
+        if values is not None:
+            pairs = self._forward_pairs
+            forward_values = tuple(
+                convert(row[name]) for row in forwards for name, convert in pairs
+            )
+            return values, self.reports.parameters(reports) + forward_values
+        return self.arrays_statement, tuple(
             [convert(row[name]) for row in rows]
             for rows, pairs in ((reports, self._report_pairs), (forwards, self._forward_pairs))
             for name, convert in pairs

@@ -216,8 +216,8 @@ class GroupCommitWriter:
         rows = list(first_by_id.values())
         outbox = self._forwards(rows) if self._forwards is not None else []
         if sql.combined is not None:
-            parameters = sql.combined.parameters(rows, outbox)
-            returned = await single_statement(conn, sql.combined.statement, parameters)
+            statement, parameters = sql.combined.build(rows, outbox)
+            returned = await single_statement(conn, statement, parameters)
             return self._created(first_by_id, returned)
         async with driver_transaction(conn) as statements:
             returned = await statements.rows(

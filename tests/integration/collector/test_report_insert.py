@@ -22,6 +22,7 @@ from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
 from collector.adapters.db.outbox import forward_rows as outbox_rows
 from collector.adapters.db.report_insert import (
+    ASYNCPG_CACHEABLE_TEXT,
     COLUMNS,
     DriverInsert,
     ForwardInsert,
@@ -236,12 +237,13 @@ async def _contents(conn: AsyncConnection) -> tuple[list[tuple[Any, ...]], list[
     return [tuple(r) for r in reports.all()], [tuple(r) for r in forwards.all()]
 
 
-async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bool]) -> None:
+async def both_ways(
+    url: str, batch: list[dict[str, Any]], stored_first: list[bool], one: ReportAndOutboxInsert
+) -> None:
     engine = create_engine(url)
     now = datetime(2026, 5, 1, tzinfo=UTC)
     outbox = outbox_rows(batch, now)
     earlier = [row for row, first in zip(batch, stored_first, strict=True) if first]
-    one = ReportAndOutboxInsert()
     reports = ReportInsert("postgresql", "numeric_dollar")
     forwards = ForwardInsert("postgresql", "numeric_dollar")
     contents = []
@@ -255,8 +257,8 @@ async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bo
                         reports.statement(len(earlier)), reports.parameters(earlier)
                     )
                 if combined:
-                    parameters = one.parameters(batch, outbox)
-                    result = await conn.exec_driver_sql(one.statement, parameters)
+                    statement, parameters = one.build(batch, outbox)
+                    result = await conn.exec_driver_sql(statement, parameters)
                     returned = {r[1]: r[0] for r in result.all()}
                 else:
                     result = await conn.exec_driver_sql(
@@ -295,12 +297,28 @@ async def both_ways(url: str, batch: list[dict[str, Any]], stored_first: list[bo
         min_size=1,
         max_size=5,
         unique_by=lambda t: t[0]["report_id"],
-    )
+    ),
+    arrays=st.booleans(),
 )
 def test_one_statement_stores_what_the_report_and_outbox_inserts_store(
-    postgres_url: str, data: list[tuple[dict[str, Any], bool]]
+    postgres_url: str, data: list[tuple[dict[str, Any], bool]], arrays: bool
 ) -> None:
-    """PostgreSQL's one-statement write holds what the two inserts hold; stored ids get no rows."""
+    """PostgreSQL's one-statement write holds what the two inserts hold; stored ids get no rows.
+
+    Both forms of the statement: a parameter per value, and a parameter per column.
+    """
     url = CollectorSettings(database_url=postgres_url).async_database_url()
+    one = ReportAndOutboxInsert(cacheable_text=0 if arrays else 10**9)
     asyncio.run(upgrade_async(url))
-    asyncio.run(both_ways(url, [row for row, _ in data], [first for _, first in data]))
+    asyncio.run(both_ways(url, [row for row, _ in data], [first for _, first in data], one))
+
+
+def test_a_batch_too_long_for_the_statement_cache_takes_the_array_form() -> None:
+    one = ReportAndOutboxInsert()
+    row = plain_row()
+    small, _ = one.build([row], outbox_rows([row], row["created_at"]))
+    many = [plain_row() for _ in range(100)]
+    large, _ = one.build(many, outbox_rows(many, row["created_at"]))
+    assert "VALUES" in small
+    assert len(small) <= ASYNCPG_CACHEABLE_TEXT
+    assert large == one.arrays_statement
