@@ -155,8 +155,7 @@ class GroupCommitWriter:
                         pending.future.set_exception(error)
                 continue
             for pending, result in zip(batch, results, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(result)
+                _answer(pending, result)
 
     async def _write_alone(self, batch: list[_Pending]) -> None:
         """A shared transaction failed on some row: write each on its own, so only it fails."""
@@ -167,8 +166,7 @@ class GroupCommitWriter:
                 if not pending.future.done():
                     pending.future.set_exception(_translate(exc))
                 continue
-            if not pending.future.done():
-                pending.future.set_result(result)
+            _answer(pending, result)
 
     def _insert_sql(self, conn: AsyncConnection) -> _Statements:
         if self._sql is None:
@@ -183,29 +181,43 @@ class GroupCommitWriter:
                 raise DatabaseUnavailable(str(exc)) from exc
         return self._sql
 
-    async def _write(self, batch: list[_Pending]) -> list[tuple[StoredReport, bool]]:
+    async def _write(self, batch: list[_Pending]) -> list[tuple[StoredReport, bool] | Exception]:
+        """Each report's answer: the stored row and whether it is new, or why it has none.
+
+        Reports already stored are read after the new ones committed. If that read fails, only
+        they are answered with the error (a retry finds them stored); the new ones are committed.
+        """
         first_by_id: dict[uuid.UUID, dict[str, Any]] = {}
         for pending in batch:
             first_by_id.setdefault(pending.values["report_id"], pending.values)
         conn = await self._connection()
         try:
             created = await self._insert(conn, first_by_id)
-            others = [rid for rid in first_by_id if rid not in created]
-            existing = await self._stored(conn, others) if others else {}
         except BaseException:
             await self._release()  # a failed transaction may have left it unusable
             raise
         self.batches += 1
         self.inserted += len(created)
-        results = []
+        others = [rid for rid in first_by_id if rid not in created]
+        existing: dict[uuid.UUID, StoredReport] = {}
+        unread: Exception = DatabaseUnavailable("the stored report could not be read back")
+        if others:
+            try:
+                existing = await self._stored(conn, others)
+            except Exception as exc:
+                await self._release()
+                unread = _translate(exc)
+        results: list[tuple[StoredReport, bool] | Exception] = []
         claimed: set[uuid.UUID] = set()
         for pending in batch:
             rid = pending.values["report_id"]
-            if rid in created and rid not in claimed:
+            if rid in created:
+                results.append((created[rid], rid not in claimed))
                 claimed.add(rid)
-                results.append((created[rid], True))
+            elif rid in existing:
+                results.append((existing[rid], False))
             else:
-                results.append((existing.get(rid) or created[rid], False))
+                results.append(unread)
         return results
 
     async def _insert(
@@ -251,6 +263,15 @@ class GroupCommitWriter:
         async with conn.begin():
             query = select(REPORTS).where(REPORTS.c.report_id.in_(report_ids))
             return {r.report_id: _row(r._mapping) for r in (await conn.execute(query)).all()}
+
+
+def _answer(pending: _Pending, result: tuple[StoredReport, bool] | Exception) -> None:
+    if pending.future.done():
+        return
+    if isinstance(result, Exception):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)
 
 
 def _unavailable(exc: Exception) -> bool:

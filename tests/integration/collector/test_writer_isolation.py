@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
+from collector.adapters.db.outbox import forward_rows
 from collector.adapters.db.tables import FORWARDS, REPORTS
+from collector.adapters.db.writer import GroupCommitWriter
 from collector.api.app import build_services
-from collector.errors import CollectorError, ValidationFailed
+from collector.errors import CollectorError, DatabaseUnavailable, ValidationFailed
 from collector.services.ingest import _to_row
 from collector.settings import CollectorSettings
 from tests.integration.collector.test_ingest import make_report
@@ -176,3 +179,50 @@ async def submit_poisoned(database_url: str, poisoned: list[bool]) -> None:
             await _sql(engine, "DROP FUNCTION IF EXISTS poison() CASCADE")
         await engine.dispose()
         await services.close()
+
+
+def test_new_reports_are_answered_when_reading_back_stored_ones_fails(database_url: str) -> None:
+    """A batch of new and already stored reports, and the read of the stored ones fails.
+
+    The new reports were committed with their outbox rows, so they are answered as stored;
+    only the repeats get the error, and a retry finds them.
+    """
+    asyncio.run(read_back_fails(database_url))
+
+
+async def read_back_fails(database_url: str) -> None:
+    url = CollectorSettings(database_url=database_url).async_database_url()
+    await upgrade_async(url)
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    writer = GroupCommitWriter(engine, forwards=lambda rows: forward_rows(rows, now))
+
+    def refuse_reads(
+        _conn: object, _cursor: object, statement: str, *_args: object, **_kw: object
+    ) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "usage_reports" in statement:
+            raise OperationalError(statement, {}, Exception("read refused"))
+
+    try:
+        stored = [make_report(instance_id=f"s{next(SERIAL)}") for _ in range(3)]
+        for report in stored:
+            assert (await writer.insert(_to_row(report, legacy=False, received_at=now)))[1]
+        fresh = [make_report(instance_id=f"n{next(SERIAL)}") for _ in range(3)]
+        event.listen(engine.sync_engine, "before_cursor_execute", refuse_reads)
+        answers = await asyncio.gather(
+            *(writer.insert(_to_row(r, legacy=False, received_at=now)) for r in [*stored, *fresh]),
+            return_exceptions=True,
+        )
+        event.remove(engine.sync_engine, "before_cursor_execute", refuse_reads)
+        assert all(isinstance(a, DatabaseUnavailable) for a in answers[:3]), answers
+        assert all(isinstance(a, tuple) and a[1] for a in answers[3:]), answers
+        instances, forwards = await _stored(engine)
+        for report in [*stored, *fresh]:
+            assert report.instance_id in instances
+            assert forwards[report.instance_id] == len(report.metrics)
+        again = await writer.insert(_to_row(stored[0], legacy=False, received_at=now))
+        assert again[1] is False
+        assert again[0].instance_id == stored[0].instance_id
+    finally:
+        await writer.close()
+        await engine.dispose()
