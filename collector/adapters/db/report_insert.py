@@ -149,26 +149,26 @@ class ForwardInsert(DriverInsert):
         super().__init__(FORWARDS, dialect, paramstyle)
 
 
-def _postgres_cast(column_type: Any) -> str:
-    """The type a ``VALUES`` parameter is read as.
+_POSTGRES_CASTS: tuple[tuple[type, str], ...] = (
+    (UtcDateTime, "timestamptz"),
+    (Uuid, "uuid"),
+    (JSON, "json"),
+    (Boolean, "boolean"),
+    (BigInteger, "bigint"),
+    (Integer, "integer"),
+    (String, "text"),
+)
+"""Column types and the type a parameter for them is read as, the more specific first.
 
-    Text is read as unbounded ``text``: a cast to ``varchar(n)`` would cut a long value short
-    where the column refuses it.
-    """
-    if isinstance(column_type, UtcDateTime):
-        return "timestamptz"
-    if isinstance(column_type, Uuid):
-        return "uuid"
-    if isinstance(column_type, JSON):
-        return "json"
-    if isinstance(column_type, Boolean):
-        return "boolean"
-    if isinstance(column_type, BigInteger):
-        return "bigint"
-    if isinstance(column_type, Integer):
-        return "integer"
-    if isinstance(column_type, String):
-        return "text"
+Text is read as unbounded ``text``: a cast to ``varchar(n)`` would cut a long value short where
+the column refuses it.
+"""
+
+
+def _postgres_cast(column_type: Any) -> str:
+    for kind, name in _POSTGRES_CASTS:
+        if isinstance(column_type, kind):
+            return name
     raise ValueError(f"no PostgreSQL cast for {type(column_type).__name__}")
 
 
