@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from datetime import datetime
 
 import structlog
@@ -18,6 +17,7 @@ from collector.adapters.db.credentials import Credential, CredentialStore
 from collector.errors import CollectorError, Unauthorized
 from collector.services.credentials import hash_secret
 from collector.services.principals import ANONYMOUS, Kind, Principal, Role
+from collector.services.read_cache import ReadCache
 from common.clock import Clock
 
 log = structlog.get_logger("collector.auth")
@@ -71,63 +71,31 @@ class Authenticator:
         self.disabled = disabled
         self._store = store
         self._clock = clock
-        self._cache_ttl = cache_ttl
         self._touch_interval = touch_interval
-        self._max_cached = max_cached
-        self._cache: dict[str, tuple[Credential | None, float]] = {}
+        self._credentials: ReadCache[str, Credential | None] = ReadCache(
+            store.by_hash, clock, ttl=cache_ttl, max_entries=max_cached
+        )
         self._touched: dict[str, float] = {}
         self._pending: dict[str, datetime] = {}
         self._flush: asyncio.Task[None] | None = None
-        self._lookups: dict[str, asyncio.Future[Credential | None]] = {}
-        self._generation = 0
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if self.disabled:
             return ANONYMOUS
         digest = hash_secret(bearer_secret(authorization))
         now = self._clock.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            credential = cached[0]
-        else:
-            credential = await self._look_up(digest, now)
+        credential = await self._credentials.get(digest)
         if credential is None or credential.revoked:
             raise Unauthorized("unknown or revoked credential", field="authorization")
         self._note_use(credential.id, now)
         return principal_of(credential)
-
-    async def _look_up(self, digest: str, now: float) -> Credential | None:
-        """One database read per secret at a time: requests that miss the cache together share it.
-
-        When a credential's cache entry lapses under load, every request in flight with it would
-        otherwise read the database at once, and each beyond the pool opened a connection.
-        """
-        pending = self._lookups.get(digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self._store.by_hash(digest))
-            self._lookups[digest] = pending
-            remember = functools.partial(self._looked_up, digest, now, self._generation)
-            pending.add_done_callback(remember)
-        return await asyncio.shield(pending)
-
-    def _looked_up(
-        self, digest: str, now: float, generation: int, done: asyncio.Future[Credential | None]
-    ) -> None:
-        self._lookups.pop(digest, None)
-        if done.cancelled() or done.exception() is not None or generation != self._generation:
-            return
-        if self._cache_ttl > 0:
-            if len(self._cache) >= self._max_cached:
-                self._cache.clear()
-            self._cache[digest] = (done.result(), now + self._cache_ttl)
 
     def forget(self) -> None:
         """Drop every remembered credential, so a revocation takes effect at once.
 
         A read already under way is not remembered either: it may predate the revocation.
         """
-        self._cache.clear()
-        self._generation += 1
+        self._credentials.forget()
 
     def _note_use(self, credential_id: str, now: float) -> None:
         last = self._touched.get(credential_id)
