@@ -1,11 +1,12 @@
-"""One transaction on the driver's own connection: the group-commit writer's path.
+"""The group-commit writer's statements on the driver's own connection.
 
 Through SQLAlchemy, a transaction of two inserts cost about 500 µs of CPU on SQLite and 250 µs
 on PostgreSQL before any row was written (execution contexts, greenlet switches, and nine hops
 through aiosqlite's thread for cursor, execute, fetch and close of each statement). Under load
 the writer's batches hold a few reports each, so that was most of a report's database cost.
-Here a transaction is: on SQLite, one hop per statement plus the commit (``sqlite3`` begins the
-transaction itself before the first insert); on PostgreSQL, asyncpg's own transaction.
+On SQLite, :func:`sqlite_transaction` takes one hop per statement plus the commit (``sqlite3``
+begins the transaction itself before the first insert); on PostgreSQL, the writer's one
+statement is its own transaction (:func:`postgres_statement`, one round trip).
 
 The connection stays checked out of SQLAlchemy's pool, which still opens, pings and resets it.
 Driver errors leave as collector errors, chained: :class:`RowRefused` when the database refused
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,80 +34,58 @@ class RowRefused(CollectorError):
     """The database refused a value of a row; the rest of its transaction may be fine."""
 
 
-class Statements(Protocol):
+class SqliteStatements:
+    """Statements inside :func:`sqlite_transaction`, one hop through aiosqlite's thread each."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
     async def rows(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """Run ``sql`` and return the rows it gives back."""
-        ...
-
-    async def run(self, sql: str, parameters: Sequence[Any]) -> None:
-        """Run ``sql``; whatever it returns is dropped."""
-        ...
-
-
-class _Sqlite:
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    async def rows(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        try:
+        async with _translated():
             return list(await self._connection.execute_fetchall(sql, parameters))
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    async def run(self, sql: str, parameters: Sequence[Any]) -> None:
-        await self.rows(sql, parameters)
 
 
-class _Postgres:
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    async def rows(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        try:
-            return list(await self._connection.fetch(sql, *parameters))
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    async def run(self, sql: str, parameters: Sequence[Any]) -> None:
-        try:
-            await self._connection.execute(sql, *parameters)
-        except Exception as exc:
-            raise translate(exc) from exc
+async def _driver(conn: AsyncConnection, dialect: str) -> Any:
+    if conn.dialect.name != dialect:
+        raise DatabaseUnavailable(f"expected a {dialect} connection, not {conn.dialect.name!r}")
+    async with _translated():
+        return (await conn.get_raw_connection()).driver_connection
 
 
 @asynccontextmanager
-async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Statements]:
-    """Statements in one transaction on ``conn``'s driver connection, committed on success.
+async def sqlite_transaction(conn: AsyncConnection) -> AsyncIterator[SqliteStatements]:
+    """Statements in one transaction on ``conn``'s ``sqlite3`` connection, committed on success.
 
     ``conn`` must not be in a SQLAlchemy transaction. Leaving the block by an exception rolls
     the transaction back and lets the exception through; the statements, the begin and the
     commit raise translated errors (see the module's notes).
     """
+    driver = await _driver(conn, "sqlite")
     async with _translated():
-        driver = (await conn.get_raw_connection()).driver_connection
-    if conn.dialect.name == "sqlite":
-        async with _sqlite_transaction(driver) as statements:
-            yield statements
-    elif conn.dialect.name == "postgresql":
-        async with _postgres_transaction(driver) as statements:
-            yield statements
-    else:
-        raise DatabaseUnavailable(f"unsupported database dialect {conn.dialect.name!r}")
+        if driver.in_transaction or driver.isolation_level is None:
+            await driver.rollback()
+            await driver.execute_fetchall("BEGIN")
+    try:
+        yield SqliteStatements(driver)
+        async with _translated():
+            await driver.commit()
+    except BaseException:
+        with suppress(Exception):
+            await driver.rollback()
+        raise
 
 
-async def single_statement(
+async def postgres_statement(
     conn: AsyncConnection, sql: str, parameters: Sequence[Any]
 ) -> Sequence[Sequence[Any]]:
-    """``sql`` as a transaction of its own, committed when it returns: one round trip on PostgreSQL.
+    """``sql`` as a transaction of its own on asyncpg, committed when it returns; its rows.
 
     ``conn`` must not be in a SQLAlchemy transaction.
     """
-    if conn.dialect.name != "postgresql":
-        async with driver_transaction(conn) as statements:
-            return await statements.rows(sql, parameters)
+    driver = await _driver(conn, "postgresql")
     async with _translated():
-        driver = (await conn.get_raw_connection()).driver_connection
-    return await _Postgres(driver).rows(sql, parameters)
+        return list(await driver.fetch(sql, *parameters))
 
 
 @asynccontextmanager
@@ -117,42 +96,6 @@ async def _translated() -> AsyncIterator[None]:
         raise
     except Exception as exc:
         raise translate(exc) from exc
-
-
-@asynccontextmanager
-async def _sqlite_transaction(driver: Any) -> AsyncIterator[Statements]:
-    async with _translated():
-        if driver.in_transaction or driver.isolation_level is None:
-            await driver.rollback()
-            await driver.execute_fetchall("BEGIN")
-    try:
-        yield _Sqlite(driver)
-    except BaseException:
-        with suppress(Exception):
-            await driver.rollback()
-        raise
-    try:
-        async with _translated():
-            await driver.commit()
-    except BaseException:
-        with suppress(Exception):
-            await driver.rollback()
-        raise
-
-
-@asynccontextmanager
-async def _postgres_transaction(driver: Any) -> AsyncIterator[Statements]:
-    transaction = driver.transaction()
-    async with _translated():
-        await transaction.start()
-    try:
-        yield _Postgres(driver)
-    except BaseException:
-        with suppress(Exception):
-            await transaction.rollback()
-        raise
-    async with _translated():
-        await transaction.commit()
 
 
 def refused_value(exc: BaseException) -> bool:

@@ -36,8 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.driver_transaction import (
     RowRefused,
-    driver_transaction,
-    single_statement,
+    postgres_statement,
+    sqlite_transaction,
 )
 from collector.adapters.db.report_insert import ForwardInsert, ReportAndOutboxInsert, ReportInsert
 from collector.adapters.db.tables import REPORTS, StoredReport
@@ -229,9 +229,9 @@ class GroupCommitWriter:
         outbox = self._forwards(rows) if self._forwards is not None else []
         if sql.combined is not None:
             statement, parameters = sql.combined.build(rows, outbox)
-            returned = await single_statement(conn, statement, parameters)
+            returned = await postgres_statement(conn, statement, parameters)
             return self._created(first_by_id, returned)
-        async with driver_transaction(conn) as statements:
+        async with sqlite_transaction(conn) as statements:
             returned = await statements.rows(
                 sql.reports.statement(len(rows)), sql.reports.parameters(rows)
             )
@@ -242,7 +242,8 @@ class GroupCommitWriter:
                 if row["report_id"] in created
             ]
             if new:
-                await statements.run(sql.forwards.statement(len(new)), sql.forwards.parameters(new))
+                forwards = sql.forwards
+                await statements.rows(forwards.statement(len(new)), forwards.parameters(new))
         return created
 
     def _created(
