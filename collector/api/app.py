@@ -22,7 +22,7 @@ from collector.adapters.db.customer_view import CustomerViewStore
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.leadership import AdvisoryLeaderLock, SingleProcessLock
 from collector.adapters.db.links import LinkStore
-from collector.adapters.db.outbox import OutboxStore, forward_rows
+from collector.adapters.db.outbox import OutboxStore
 from collector.adapters.db.rate_buckets import RateBucketStore
 from collector.adapters.db.reports import ReportStore
 from collector.adapters.stripe.client import StripeConnection
@@ -149,7 +149,7 @@ def build_services(
     )
     usage = UsageService(store, catalogue, clock, max_limit=settings.history_max_limit, links=links)
 
-    store.writer.set_forwards(lambda rows: forward_rows(rows, active_clock.now()))
+    store.writer.set_outbox(active_clock.now)
     credential_store = CredentialStore(engine)
     shared_limits = None if settings.is_sqlite else RateBucketStore(engine)
     view = CustomerViewStore(engine)

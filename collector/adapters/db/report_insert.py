@@ -10,7 +10,7 @@ SQLite and PostgreSQL and compares what the database holds. Reads keep the typed
 ``ReportInsert`` is the ``usage_reports`` insert, ``ON CONFLICT (report_id) DO NOTHING
 RETURNING id, report_id``; ``ForwardInsert`` the outbox rows written in the same transaction.
 On PostgreSQL, ``ReportAndOutboxInsert`` writes both in one statement: a data-modifying CTE
-whose outbox rows join the reports the insert returned, so a stored report gets none.
+that derives the outbox rows from the reports the insert returned, so a stored report gets none.
 """
 
 from __future__ import annotations
@@ -176,11 +176,36 @@ ASYNCPG_CACHEABLE_TEXT = 15 * 1024
 """asyncpg's ``max_cacheable_statement_size`` (bytes): a longer text is prepared every time."""
 
 
+_OUTBOX_FROM_REPORT: dict[str, str] = {
+    "report_pk": "new.id",
+    "report_id": "new.report_id",
+    "customer_id": "new.customer_id",
+    "instance_id": "new.instance_id",
+    "metric": "m.key",
+    "kind": "'report'",
+    "window_start": "new.window_start",
+    "window_end": "new.window_end",
+    "value": "m.value",
+    "state": "'pending'",
+    "batch_id": "NULL",
+    "period_id": "NULL",
+    "generation": "0",
+    "created_at": "$1::timestamptz",
+}
+"""Each outbox column as PostgreSQL derives it from an inserted report and one of its metrics.
+
+The same rows as ``outbox.forward_rows``. ``m`` is ``json_each_text`` of the stored ``metrics``:
+a ``json`` column keeps the text ``json.dumps`` wrote, whose numbers are ``repr`` of a float and
+``str`` of an int, as ``forward_rows`` writes ``value``.
+"""
+
+
 class ReportAndOutboxInsert:
     """PostgreSQL: a batch of reports and the outbox rows of the new ones, in one statement.
 
-    The outbox rows are given for every report of the batch, without ``report_pk``; only those
-    whose ``report_id`` the report insert returned are written, each with its report's key.
+    The outbox rows are derived by the statement itself from each report it inserted (one per
+    metric, see ``_OUTBOX_FROM_REPORT``), so a stored report gets none and the only parameter
+    they take is their creation time (``$1``).
 
     Two forms of the same statement. A batch whose text fits asyncpg's statement cache gives
     each value its own parameter (``VALUES``), the cheapest to encode; asyncpg prepares one text
@@ -189,72 +214,55 @@ class ReportAndOutboxInsert:
     """
 
     def __init__(self, *, cacheable_text: int = ASYNCPG_CACHEABLE_TEXT) -> None:
+        outbox = [c.name for c in FORWARDS.columns if not c.primary_key]
+        if sorted(outbox) != sorted(_OUTBOX_FROM_REPORT):
+            raise ValueError(f"the outbox columns changed: {outbox}; derive each from a report")
         reports = [c for c in REPORTS.columns if not c.primary_key]
-        forwards = [c for c in FORWARDS.columns if not c.primary_key and c.name != "report_pk"]
         self.reports = ReportInsert("postgresql", "numeric_dollar")
-        self.forward_columns = tuple(c.name for c in forwards)
         self._cacheable_text = cacheable_text
         self._report_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in reports)
-        self._forward_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in forwards)
-        self._casts = tuple(_postgres_cast(c.type) for c in forwards)
-        self._names = ", ".join(f'"{name}"' for name in self.forward_columns)
-        arrays = [f"${n + 1}::{_postgres_cast(c.type)}[]" for n, c in enumerate(reports + forwards)]
-        self.arrays_statement = self._combined(
-            f"INSERT INTO {REPORTS.name} ({', '.join(self.reports.columns)}) "  # noqa: S608
-            f"SELECT * FROM unnest({', '.join(arrays[: len(reports)])}) "
-            "ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id",
-            f"unnest({', '.join(arrays[len(reports) :])})",
+        self._outbox = (
+            f"INSERT INTO {FORWARDS.name} ({', '.join(outbox)}) "  # noqa: S608
+            f"SELECT {', '.join(_OUTBOX_FROM_REPORT[name] for name in outbox)} "
+            "FROM new CROSS JOIN LATERAL json_each_text(new.metrics) AS m "
+            'ORDER BY new.id, m.key COLLATE "C"'
         )
-        self._statements: dict[tuple[int, int], str | None] = {}
+        arrays = ", ".join(f"${n + 2}::{_postgres_cast(c.type)}[]" for n, c in enumerate(reports))
+        self.arrays_statement = self._combined(f"SELECT * FROM unnest({arrays})")  # noqa: S608
+        self._statements: dict[int, str | None] = {}
 
-    def _combined(self, report_insert: str, forward_rows: str) -> str:
-        chosen = ", ".join(f'f."{name}"' for name in self.forward_columns)
+    def _combined(self, rows: str) -> str:
         # Only the tables' own names and placeholders: every value is a bound parameter.
         return (
-            f"WITH new AS ({report_insert}), "  # noqa: S608
-            f"outbox AS (INSERT INTO {FORWARDS.name} (report_pk, {self._names}) "
-            f"SELECT new.id, {chosen} FROM new "
-            f"JOIN {forward_rows} AS f ({self._names}) ON f.report_id = new.report_id) "
+            f"WITH new AS (INSERT INTO {REPORTS.name} ({', '.join(self.reports.columns)}) "  # noqa: S608
+            f"{rows} ON CONFLICT (report_id) DO NOTHING RETURNING *), "
+            f"outbox AS ({self._outbox}) "
             "SELECT id, report_id FROM new"
         )
 
-    def _values_statement(self, reports: int, forwards: int) -> str | None:
-        """The ``VALUES`` text for these sizes, or None when it is too long to be cached."""
-        key = (reports, forwards)
-        if key not in self._statements:
-            width = len(self.forward_columns)
-            offset = reports * len(self.reports.columns)
+    def _values_statement(self, reports: int) -> str | None:
+        """The ``VALUES`` text for this many reports, or None when too long to be cached."""
+        if reports not in self._statements:
+            width = len(self.reports.columns)
             groups = (
-                "("
-                + ", ".join(
-                    f"${offset + r * width + c + 1}::{cast}" for c, cast in enumerate(self._casts)
-                )
-                + ")"
-                for r in range(forwards)
+                "(" + ", ".join(f"${r * width + c + 2}" for c in range(width)) + ")"
+                for r in range(reports)
             )
-            text = (
-                self._combined(self.reports.statement(reports), f"(VALUES {', '.join(groups)})")
-                if forwards
-                else self.reports.statement(reports)
-            )
-            self._statements[key] = text if len(text) <= self._cacheable_text else None
-        return self._statements[key]
+            text = self._combined(f"VALUES {', '.join(groups)}")
+            self._statements[reports] = text if len(text) <= self._cacheable_text else None
+        return self._statements[reports]
 
     def build(
-        self, reports: Sequence[dict[str, Any]], forwards: Sequence[dict[str, Any]]
+        self, reports: Sequence[dict[str, Any]], outbox_created_at: datetime
     ) -> tuple[str, tuple[Any, ...]]:
-        """The statement for these rows and its parameters, each as the driver takes it."""
-        values = self._values_statement(len(reports), len(forwards))
+        """The statement for these reports and its parameters, each as the driver takes it."""
+        created_at = _postgres_time(outbox_created_at)
+        values = self._values_statement(len(reports))
         if values is not None:
-            pairs = self._forward_pairs
-            forward_values = tuple(
-                convert(row[name]) for row in forwards for name, convert in pairs
-            )
-            return values, self.reports.parameters(reports) + forward_values
-        return self.arrays_statement, tuple(
-            [convert(row[name]) for row in rows]
-            for rows, pairs in ((reports, self._report_pairs), (forwards, self._forward_pairs))
-            for name, convert in pairs
+            return values, (created_at, *self.reports.parameters(reports))
+        return self.arrays_statement, (
+            created_at,
+            *([convert(row[name]) for row in reports] for name, convert in self._report_pairs),
         )
 
 

@@ -20,6 +20,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -39,12 +40,13 @@ from collector.adapters.db.driver_transaction import (
     postgres_statement,
     sqlite_transaction,
 )
+from collector.adapters.db.outbox import forward_rows
 from collector.adapters.db.report_insert import ForwardInsert, ReportAndOutboxInsert, ReportInsert
 from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable, ValidationFailed
 
-ForwardRows = Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
-"""The outbox rows of report rows, without ``report_pk``; those of new reports are written."""
+OutboxClock = Callable[[], datetime]
+"""The time the outbox rows of a batch's new reports are created at."""
 LINGER = 1.0
 """Seconds the writer keeps its connection with no report waiting."""
 
@@ -71,11 +73,11 @@ class GroupCommitWriter:
     """Inserts reports idempotently, batching whatever is waiting into one transaction."""
 
     def __init__(
-        self, engine: AsyncEngine, *, max_batch: int = 500, forwards: ForwardRows | None = None
+        self, engine: AsyncEngine, *, max_batch: int = 500, outbox: OutboxClock | None = None
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._forwards = forwards
+        self._outbox = outbox
         self._sql: _Statements | None = None
         self._conn: AsyncConnection | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -83,9 +85,9 @@ class GroupCommitWriter:
         self.batches = 0
         self.inserted = 0
 
-    def set_forwards(self, forwards: ForwardRows) -> None:
-        """Write the rows ``forwards`` gives for the new reports, in their transaction."""
-        self._forwards = forwards
+    def set_outbox(self, now: OutboxClock) -> None:
+        """Write the new reports' outbox rows (``outbox.forward_rows``) in their transaction."""
+        self._outbox = now
 
     async def insert(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:
         queue = self._ensure_running()
@@ -226,11 +228,16 @@ class GroupCommitWriter:
         """Insert the new reports and their outbox rows in one transaction; the new ones by id."""
         sql = self._insert_sql(conn)
         rows = list(first_by_id.values())
-        outbox = self._forwards(rows) if self._forwards is not None else []
-        if sql.combined is not None:
-            statement, parameters = sql.combined.build(rows, outbox)
+        if sql.combined is not None and self._outbox is not None:
+            statement, parameters = sql.combined.build(rows, self._outbox())
             returned = await postgres_statement(conn, statement, parameters)
             return self._created(first_by_id, returned)
+        if sql.combined is not None:
+            returned = await postgres_statement(
+                conn, sql.reports.statement(len(rows)), sql.reports.parameters(rows)
+            )
+            return self._created(first_by_id, returned)
+        outbox = forward_rows(rows, self._outbox()) if self._outbox is not None else []
         async with sqlite_transaction(conn) as statements:
             returned = await statements.rows(
                 sql.reports.statement(len(rows)), sql.reports.parameters(rows)

@@ -229,7 +229,9 @@ async def _contents(conn: AsyncConnection) -> tuple[list[tuple[Any, ...]], list[
     reports = await conn.exec_driver_sql(
         f"SELECT {', '.join(COLUMNS)} FROM usage_reports ORDER BY report_id"
     )
-    forward_columns = ", ".join(f"f.{c}" for c in ReportAndOutboxInsert().forward_columns)
+    forward_columns = ", ".join(
+        f"f.{c}" for c in ForwardInsert("sqlite", "qmark").columns if c != "report_pk"
+    )
     forwards = await conn.exec_driver_sql(
         f"SELECT r.report_id, {forward_columns} FROM forwards f "
         "JOIN usage_reports r ON r.id = f.report_pk ORDER BY f.report_id, f.metric"
@@ -257,7 +259,7 @@ async def both_ways(
                         reports.statement(len(earlier)), reports.parameters(earlier)
                     )
                 if combined:
-                    statement, parameters = one.build(batch, outbox)
+                    statement, parameters = one.build(batch, now)
                     result = await conn.exec_driver_sql(statement, parameters)
                     returned = {r[1]: r[0] for r in result.all()}
                 else:
@@ -316,9 +318,31 @@ def test_one_statement_stores_what_the_report_and_outbox_inserts_store(
 def test_a_batch_too_long_for_the_statement_cache_takes_the_array_form() -> None:
     one = ReportAndOutboxInsert()
     row = plain_row()
-    small, _ = one.build([row], outbox_rows([row], row["created_at"]))
-    many = [plain_row() for _ in range(100)]
-    large, _ = one.build(many, outbox_rows(many, row["created_at"]))
+    small, _ = one.build([row], row["created_at"])
+    many = [plain_row() for _ in range(300)]
+    large, _ = one.build(many, row["created_at"])
     assert "VALUES" in small
     assert len(small) <= ASYNCPG_CACHEABLE_TEXT
     assert large == one.arrays_statement
+
+
+@pytest.mark.parametrize("arrays", [False, True])
+def test_one_statement_writes_each_metric_value_as_the_outbox_rows_spell_it(
+    postgres_url: str, arrays: bool
+) -> None:
+    """Numbers whose text a ``jsonb`` or ``numeric`` round trip would respell."""
+    row = plain_row()
+    row["metrics"] = {
+        "tiny": 1e-05,
+        "subnormal": 5e-324,
+        "whole_float": 1.0,
+        "zero": 0,
+        "large": 10**12,
+        "fraction": 123456789012.5,
+        "Upper": 0.1,
+        "_under": 2.5e-08,
+    }
+    url = CollectorSettings(database_url=postgres_url).async_database_url()
+    one = ReportAndOutboxInsert(cacheable_text=0 if arrays else 10**9)
+    asyncio.run(upgrade_async(url))
+    asyncio.run(both_ways(url, [row], [False], one))

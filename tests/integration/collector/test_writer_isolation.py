@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
-from collector.adapters.db.outbox import forward_rows
 from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.adapters.db.writer import GroupCommitWriter
 from collector.api.app import build_services
@@ -195,7 +194,7 @@ async def read_back_fails(database_url: str) -> None:
     await upgrade_async(url)
     engine = create_engine(url)
     now = datetime.now(UTC)
-    writer = GroupCommitWriter(engine, forwards=lambda rows: forward_rows(rows, now))
+    writer = GroupCommitWriter(engine, outbox=lambda: now)
 
     def refuse_reads(
         _conn: object, _cursor: object, statement: str, *_args: object, **_kw: object
