@@ -61,7 +61,22 @@ __all__ = [
     "RefusedAsTooOld",
     "UnlinkedCustomer",
     "forward_rows",
+    "metric_text",
+    "outbox_metrics",
 ]
+
+
+def metric_text(value: float) -> str:
+    """A metric value as the outbox stores it: ``repr`` of a float, ``str`` of an int.
+
+    ``json.dumps`` spells numbers the same way, which PostgreSQL's one-statement write relies on.
+    """
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def outbox_metrics(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A report row's metrics as its outbox rows list them: by name, each value spelled."""
+    return [(name, metric_text(value)) for name, value in sorted(report["metrics"].items())]
 
 
 def forward_rows(reports: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -78,7 +93,7 @@ def forward_rows(reports: Sequence[Mapping[str, Any]], now: datetime) -> list[di
             "kind": "report",
             "window_start": report["window_start"],
             "window_end": report["window_end"],
-            "value": repr(value) if isinstance(value, float) else str(value),
+            "value": text,
             "state": "pending",
             "batch_id": None,
             "period_id": None,
@@ -86,7 +101,7 @@ def forward_rows(reports: Sequence[Mapping[str, Any]], now: datetime) -> list[di
             "created_at": now,
         }
         for report in reports
-        for name, value in sorted(report["metrics"].items())
+        for name, text in outbox_metrics(report)
     ]
 
 

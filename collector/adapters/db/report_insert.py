@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -50,6 +51,16 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _json(value: Any) -> str:
+    """``json.dumps``, as SQLAlchemy's ``JSON`` type binds it; empty lists and maps are common."""
+    if not value:
+        if type(value) is list:
+            return "[]"
+        if type(value) is dict:
+            return "{}"
+    return json.dumps(value)
+
+
 def _sqlite_uuid(value: uuid.UUID) -> str:
     return value.hex
 
@@ -76,10 +87,18 @@ def _converter(column_type: Any, dialect: str) -> Convert:
     if isinstance(column_type, Uuid):
         return _nullable(_sqlite_uuid) if sqlite else _same
     if isinstance(column_type, JSON):
-        return json.dumps
+        return _json
     if isinstance(column_type, String | Integer | BigInteger | Boolean):
         return _same
     raise ValueError(f"no driver-level conversion for {type(column_type).__name__}")
+
+
+def _values_of(columns: Sequence[str]) -> Callable[[dict[str, Any]], list[Any]]:
+    """A row's values in ``columns`` order, as a list to convert in place."""
+    get = operator.itemgetter(*columns)
+    if len(columns) == 1:
+        return lambda row: [get(row)]
+    return lambda row: list(get(row))
 
 
 class DriverInsert:
@@ -91,6 +110,12 @@ class DriverInsert:
         self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if not c.primary_key)
         self._pairs = tuple(
             (c.name, _converter(c.type, dialect)) for c in table.columns if not c.primary_key
+        )
+        self._values = _values_of(self.columns)
+        self._converted = tuple(
+            (position, convert)
+            for position, (_, convert) in enumerate(self._pairs)
+            if convert is not _same
         )
         self._table = table.name
         self._suffix = suffix
@@ -119,8 +144,13 @@ class DriverInsert:
 
     def parameters(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
         """The rows' values, flattened in column order, each as the driver takes it."""
-        pairs = self._pairs
-        return tuple(convert(row[name]) for row in rows for name, convert in pairs)
+        flat: list[Any] = []
+        for row in rows:
+            values = self._values(row)
+            for position, convert in self._converted:
+                values[position] = convert(values[position])
+            flat.extend(values)
+        return tuple(flat)
 
 
 class ReportInsert(DriverInsert):
@@ -176,36 +206,70 @@ ASYNCPG_CACHEABLE_TEXT = 15 * 1024
 """asyncpg's ``max_cacheable_statement_size`` (bytes): a longer text is prepared every time."""
 
 
-_OUTBOX_FROM_REPORT: dict[str, str] = {
-    "report_pk": "new.id",
-    "report_id": "new.report_id",
-    "customer_id": "new.customer_id",
-    "instance_id": "new.instance_id",
-    "metric": "m.key",
-    "kind": "'report'",
-    "window_start": "new.window_start",
-    "window_end": "new.window_end",
-    "value": "m.value",
-    "state": "'pending'",
-    "batch_id": "NULL",
-    "period_id": "NULL",
-    "generation": "0",
-    "created_at": "$1::timestamptz",
-}
-"""Each outbox column as PostgreSQL derives it from an inserted report and one of its metrics.
+def _outbox_select(report: str, metric: str, value: str, created_at: str) -> str:
+    """The outbox columns and the ``SELECT`` list deriving them from a new report's row.
 
-The same rows as ``outbox.forward_rows``. ``m`` is ``json_each_text`` of the stored ``metrics``:
-a ``json`` column keeps the text ``json.dumps`` wrote, whose numbers are ``repr`` of a float and
-``str`` of an int, as ``forward_rows`` writes ``value``.
-"""
+    The same rows as ``outbox.forward_rows``: ``report`` names the report's row, ``metric`` and
+    ``value`` one of its metrics (the value as ``outbox.metric_text`` spells it).
+    """
+    derived = {
+        "report_pk": f"{report}.id",
+        "report_id": f"{report}.report_id",
+        "customer_id": f"{report}.customer_id",
+        "instance_id": f"{report}.instance_id",
+        "metric": metric,
+        "kind": "'report'",
+        "window_start": f"{report}.window_start",
+        "window_end": f"{report}.window_end",
+        "value": value,
+        "state": "'pending'",
+        "batch_id": "NULL",
+        "period_id": "NULL",
+        "generation": "0",
+        "created_at": created_at,
+    }
+    columns = [c.name for c in FORWARDS.columns if not c.primary_key]
+    if sorted(columns) != sorted(derived):
+        raise ValueError(f"the outbox columns changed: {columns}; derive each from a report")
+    return (
+        f"INSERT INTO {FORWARDS.name} ({', '.join(columns)}) "
+        f"SELECT {', '.join(derived[name] for name in columns)}"
+    )
+
+
+class SqliteOutboxInsert:
+    """SQLite: the outbox rows of reports just inserted, given as (report key, metric, value).
+
+    The report's own columns are read from its row; ``created_at`` is the first parameter.
+    """
+
+    def __init__(self) -> None:
+        self._select = _outbox_select("r", "f.column2", "f.column3", "?")
+        self._statements: dict[int, str] = {}
+
+    def statement(self, rows: int) -> str:
+        """The SQL for ``rows`` outbox rows, built once per size."""
+        cached = self._statements.get(rows)
+        if cached is None:
+            values = ", ".join(["(?, ?, ?)"] * rows)
+            cached = self._statements[rows] = (
+                f"{self._select} FROM (VALUES {values}) AS f "
+                f"JOIN {REPORTS.name} AS r ON r.id = f.column1 ORDER BY f.column1, f.column2"
+            )
+        return cached
+
+    @staticmethod
+    def parameters(created_at: datetime, rows: Sequence[tuple[int, str, str]]) -> tuple[Any, ...]:
+        return (_sqlite_time(created_at), *(value for row in rows for value in row))
 
 
 class ReportAndOutboxInsert:
     """PostgreSQL: a batch of reports and the outbox rows of the new ones, in one statement.
 
     The outbox rows are derived by the statement itself from each report it inserted (one per
-    metric, see ``_OUTBOX_FROM_REPORT``), so a stored report gets none and the only parameter
-    they take is their creation time (``$1``).
+    metric), so a stored report gets none and the only parameter they take is their creation
+    time (``$1``). ``m`` is ``json_each_text`` of the stored ``metrics``: a ``json`` column keeps
+    the text ``json.dumps`` wrote, whose numbers are spelled as ``outbox.metric_text`` spells them.
 
     Two forms of the same statement. A batch whose text fits asyncpg's statement cache gives
     each value its own parameter (``VALUES``), the cheapest to encode; asyncpg prepares one text
@@ -214,18 +278,14 @@ class ReportAndOutboxInsert:
     """
 
     def __init__(self, *, cacheable_text: int = ASYNCPG_CACHEABLE_TEXT) -> None:
-        outbox = [c.name for c in FORWARDS.columns if not c.primary_key]
-        if sorted(outbox) != sorted(_OUTBOX_FROM_REPORT):
-            raise ValueError(f"the outbox columns changed: {outbox}; derive each from a report")
         reports = [c for c in REPORTS.columns if not c.primary_key]
         self.reports = ReportInsert("postgresql", "numeric_dollar")
         self._cacheable_text = cacheable_text
         self._report_pairs = tuple((c.name, _converter(c.type, "postgresql")) for c in reports)
         self._outbox = (
-            f"INSERT INTO {FORWARDS.name} ({', '.join(outbox)}) "  # noqa: S608
-            f"SELECT {', '.join(_OUTBOX_FROM_REPORT[name] for name in outbox)} "
-            "FROM new CROSS JOIN LATERAL json_each_text(new.metrics) AS m "
-            'ORDER BY new.id, m.key COLLATE "C"'
+            _outbox_select("new", "m.key", "m.value", "$1::timestamptz")
+            + " FROM new CROSS JOIN LATERAL json_each_text(new.metrics) AS m"
+            + ' ORDER BY new.id, m.key COLLATE "C"'
         )
         arrays = ", ".join(f"${n + 2}::{_postgres_cast(c.type)}[]" for n, c in enumerate(reports))
         self.arrays_statement = self._combined(f"SELECT * FROM unnest({arrays})")  # noqa: S608

@@ -40,8 +40,12 @@ from collector.adapters.db.driver_transaction import (
     postgres_statement,
     sqlite_transaction,
 )
-from collector.adapters.db.outbox import forward_rows
-from collector.adapters.db.report_insert import ForwardInsert, ReportAndOutboxInsert, ReportInsert
+from collector.adapters.db.outbox import outbox_metrics
+from collector.adapters.db.report_insert import (
+    ReportAndOutboxInsert,
+    ReportInsert,
+    SqliteOutboxInsert,
+)
 from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable, ValidationFailed
 
@@ -60,7 +64,7 @@ class _Pending:
 @dataclass(frozen=True)
 class _Statements:
     reports: ReportInsert
-    forwards: ForwardInsert
+    outbox: SqliteOutboxInsert
     combined: ReportAndOutboxInsert | None
     """PostgreSQL: the reports and their outbox rows in one statement."""
 
@@ -176,7 +180,7 @@ class GroupCommitWriter:
             try:
                 self._sql = _Statements(
                     ReportInsert(dialect.name, dialect.paramstyle),
-                    ForwardInsert(dialect.name, dialect.paramstyle),
+                    SqliteOutboxInsert(),
                     ReportAndOutboxInsert() if dialect.name == "postgresql" else None,
                 )
             except ValueError as exc:
@@ -237,20 +241,23 @@ class GroupCommitWriter:
                 conn, sql.reports.statement(len(rows)), sql.reports.parameters(rows)
             )
             return self._created(first_by_id, returned)
-        outbox = forward_rows(rows, self._outbox()) if self._outbox is not None else []
         async with sqlite_transaction(conn) as statements:
             returned = await statements.rows(
                 sql.reports.statement(len(rows)), sql.reports.parameters(rows)
             )
             created = self._created(first_by_id, returned)
-            new = [
-                {**row, "report_pk": created[row["report_id"]].id}
-                for row in outbox
-                if row["report_id"] in created
-            ]
-            if new:
-                forwards = sql.forwards
-                await statements.rows(forwards.statement(len(new)), forwards.parameters(new))
+            if self._outbox is not None:
+                new = [
+                    (created[row["report_id"]].id, name, value)
+                    for row in rows
+                    if row["report_id"] in created
+                    for name, value in outbox_metrics(row)
+                ]
+                if new:
+                    outbox = sql.outbox
+                    await statements.rows(
+                        outbox.statement(len(new)), outbox.parameters(self._outbox(), new)
+                    )
         return created
 
     def _created(

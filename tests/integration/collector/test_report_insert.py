@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
 from collector.adapters.db.outbox import forward_rows as outbox_rows
+from collector.adapters.db.outbox import outbox_metrics
 from collector.adapters.db.report_insert import (
     ASYNCPG_CACHEABLE_TEXT,
     COLUMNS,
@@ -28,6 +29,7 @@ from collector.adapters.db.report_insert import (
     ForwardInsert,
     ReportAndOutboxInsert,
     ReportInsert,
+    SqliteOutboxInsert,
 )
 from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.settings import CollectorSettings
@@ -239,43 +241,69 @@ async def _contents(conn: AsyncConnection) -> tuple[list[tuple[Any, ...]], list[
     return [tuple(r) for r in reports.all()], [tuple(r) for r in forwards.all()]
 
 
+async def _derived(
+    conn: AsyncConnection, batch: list[dict[str, Any]], now: datetime, one: ReportAndOutboxInsert
+) -> dict[uuid.UUID, int]:
+    """The writer's statements: the outbox rows derived from the new reports' rows."""
+    if conn.dialect.name == "postgresql":
+        statement, parameters = one.build(batch, now)
+        result = await conn.exec_driver_sql(statement, parameters)
+        return {r[1]: r[0] for r in result.all()}
+    reports = ReportInsert("sqlite", "qmark")
+    result = await conn.exec_driver_sql(reports.statement(len(batch)), reports.parameters(batch))
+    returned = {reports.returned_id(r[1]): r[0] for r in result.all()}
+    new = [
+        (returned[row["report_id"]], name, value)
+        for row in batch
+        if row["report_id"] in returned
+        for name, value in outbox_metrics(row)
+    ]
+    if new:
+        outbox = SqliteOutboxInsert()
+        await conn.exec_driver_sql(outbox.statement(len(new)), outbox.parameters(now, new))
+    return returned
+
+
+async def _given_rows(
+    conn: AsyncConnection, batch: list[dict[str, Any]], now: datetime
+) -> dict[uuid.UUID, int]:
+    """Each outbox row of ``outbox.forward_rows`` given whole, after the report insert."""
+    dialect = conn.dialect
+    reports = ReportInsert(dialect.name, dialect.paramstyle)
+    forwards = ForwardInsert(dialect.name, dialect.paramstyle)
+    result = await conn.exec_driver_sql(reports.statement(len(batch)), reports.parameters(batch))
+    returned = {reports.returned_id(r[1]): r[0] for r in result.all()}
+    new = [
+        {**row, "report_pk": returned[row["report_id"]]}
+        for row in outbox_rows(batch, now)
+        if row["report_id"] in returned
+    ]
+    if new:
+        await conn.exec_driver_sql(forwards.statement(len(new)), forwards.parameters(new))
+    return returned
+
+
 async def both_ways(
     url: str, batch: list[dict[str, Any]], stored_first: list[bool], one: ReportAndOutboxInsert
 ) -> None:
     engine = create_engine(url)
     now = datetime(2026, 5, 1, tzinfo=UTC)
-    outbox = outbox_rows(batch, now)
     earlier = [row for row, first in zip(batch, stored_first, strict=True) if first]
-    reports = ReportInsert("postgresql", "numeric_dollar")
-    forwards = ForwardInsert("postgresql", "numeric_dollar")
     contents = []
     try:
-        for combined in (True, False):
+        for derived in (True, False):
             async with engine.begin() as conn:
+                reports = ReportInsert(conn.dialect.name, conn.dialect.paramstyle)
                 await conn.execute(delete(FORWARDS))
                 await conn.execute(delete(REPORTS))
                 if earlier:
                     await conn.exec_driver_sql(
                         reports.statement(len(earlier)), reports.parameters(earlier)
                     )
-                if combined:
-                    statement, parameters = one.build(batch, now)
-                    result = await conn.exec_driver_sql(statement, parameters)
-                    returned = {r[1]: r[0] for r in result.all()}
-                else:
-                    result = await conn.exec_driver_sql(
-                        reports.statement(len(batch)), reports.parameters(batch)
-                    )
-                    returned = {r[1]: r[0] for r in result.all()}
-                    new = [
-                        {**row, "report_pk": returned[row["report_id"]]}
-                        for row in outbox
-                        if row["report_id"] in returned
-                    ]
-                    if new:
-                        await conn.exec_driver_sql(
-                            forwards.statement(len(new)), forwards.parameters(new)
-                        )
+                write = (
+                    _derived(conn, batch, now, one) if derived else _given_rows(conn, batch, now)
+                )
+                returned = await write
                 assert set(returned) == {
                     row["report_id"]
                     for row, first in zip(batch, stored_first, strict=True)
@@ -302,14 +330,15 @@ async def both_ways(
     ),
     arrays=st.booleans(),
 )
-def test_one_statement_stores_what_the_report_and_outbox_inserts_store(
-    postgres_url: str, data: list[tuple[dict[str, Any], bool]], arrays: bool
+def test_outbox_rows_derived_from_the_reports_are_the_rows_forward_rows_gives(
+    database_url: str, data: list[tuple[dict[str, Any], bool]], arrays: bool
 ) -> None:
-    """PostgreSQL's one-statement write holds what the two inserts hold; stored ids get no rows.
+    """The writer's outbox rows, derived from the reports it inserted, are ``forward_rows``' rows.
 
-    Both forms of the statement: a parameter per value, and a parameter per column.
+    Stored ids get none. PostgreSQL's one statement in both its forms (a parameter per value,
+    a parameter per column); SQLite's outbox insert from each new report's row.
     """
-    url = CollectorSettings(database_url=postgres_url).async_database_url()
+    url = CollectorSettings(database_url=database_url).async_database_url()
     one = ReportAndOutboxInsert(cacheable_text=0 if arrays else 10**9)
     asyncio.run(upgrade_async(url))
     asyncio.run(both_ways(url, [row for row, _ in data], [first for _, first in data], one))
@@ -327,8 +356,8 @@ def test_a_batch_too_long_for_the_statement_cache_takes_the_array_form() -> None
 
 
 @pytest.mark.parametrize("arrays", [False, True])
-def test_one_statement_writes_each_metric_value_as_the_outbox_rows_spell_it(
-    postgres_url: str, arrays: bool
+def test_derived_outbox_rows_spell_each_metric_value_as_forward_rows_does(
+    database_url: str, arrays: bool
 ) -> None:
     """Numbers whose text a ``jsonb`` or ``numeric`` round trip would respell."""
     row = plain_row()
@@ -342,7 +371,7 @@ def test_one_statement_writes_each_metric_value_as_the_outbox_rows_spell_it(
         "Upper": 0.1,
         "_under": 2.5e-08,
     }
-    url = CollectorSettings(database_url=postgres_url).async_database_url()
+    url = CollectorSettings(database_url=database_url).async_database_url()
     one = ReportAndOutboxInsert(cacheable_text=0 if arrays else 10**9)
     asyncio.run(upgrade_async(url))
     asyncio.run(both_ways(url, [row], [False], one))
