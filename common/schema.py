@@ -8,6 +8,7 @@ import math
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -112,6 +113,12 @@ Metrics = Annotated[
 ]
 
 
+def _json_count(value: int | None) -> str:
+    if value is None:
+        return "null"
+    return repr(value) if type(value) is int else json.dumps(value)
+
+
 def derive_report_id(
     customer_id: str, instance_id: str, window_start: datetime, window_end: datetime
 ) -> uuid.UUID:
@@ -202,7 +209,36 @@ class UsageReport(BaseModel):
         """A digest of the billable content, used to tell a retry from a conflicting duplicate.
 
         Legacy reports get their window from the arrival time, so a legacy retry leaves it out.
+        The digested text is ``canonical_content``'s ``json.dumps``; stored fingerprints compare
+        against it, so its bytes never change.
         """
+        return hashlib.sha256(self._canonical(include_window).encode()).hexdigest()
+
+    def _canonical(self, include_window: bool) -> str:
+        """``json.dumps(canonical_content, sort_keys=True, separators=(",", ":"))``, built directly.
+
+        The keys are written in sorted order; json.dumps took a third of the fingerprint's time.
+        """
+        metrics = ",".join(
+            f'{encode_basestring_ascii(name)}:"{float(value)!r}"'
+            for name, value in sorted(self.metrics.items())
+        )
+        text = (
+            f'{{"active_devices":{_json_count(self.active_devices)},'
+            f'"customer_id":{encode_basestring_ascii(self.customer_id)},'
+            f'"instance_id":{encode_basestring_ascii(self.instance_id)},'
+            f'"metrics":{{{metrics}}},'
+            f'"total_devices":{_json_count(self.total_devices)}'
+        )
+        if not include_window:
+            return text + "}"
+        return (
+            f'{text},"window_end":"{self.window_end.isoformat(timespec="microseconds")}",'
+            f'"window_start":"{self.window_start.isoformat(timespec="microseconds")}"}}'
+        )
+
+    def canonical_content(self, *, include_window: bool = True) -> dict[str, Any]:
+        """What the fingerprint digests, as a mapping."""
         content: dict[str, Any] = {
             "customer_id": self.customer_id,
             "instance_id": self.instance_id,
@@ -213,8 +249,7 @@ class UsageReport(BaseModel):
         if include_window:
             content["window_start"] = self.window_start.isoformat(timespec="microseconds")
             content["window_end"] = self.window_end.isoformat(timespec="microseconds")
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return content
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -114,3 +116,63 @@ def test_legacy_body_is_recognised() -> None:
 def test_fingerprint_tells_content_changes_apart() -> None:
     assert report().fingerprint() != report(metrics={"devices": 4}).fingerprint()
     assert report().fingerprint() == report(agent_version="other").fingerprint()
+
+
+def test_fingerprints_keep_the_bytes_stored_reports_were_digested_with() -> None:
+    """A stored report's fingerprint is compared with its retry's: the digest never changes."""
+    stored = report(
+        customer_id='cust_ü"1',
+        metrics={"storage_gb": 2.5, "devices": 3, "mqtt_messages": 15000, "tiny": 1e-05},
+        active_devices=2,
+    )
+    assert stored.fingerprint() == (
+        "549375af5a00e9574e0ac7d711f3bef3a1101c3559cd493233799ea57a87c804"
+    )
+    assert stored.fingerprint(include_window=False) == (
+        "0db4a80327fcb08098f1a97729d8126b7e7d9962816da030f2db375d58ae8be6"
+    )
+
+
+identifiers = st.text(
+    st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=20
+).filter(str.strip)
+
+
+@given(
+    customer=identifiers,
+    instance=identifiers,
+    metrics=st.dictionaries(
+        st.sampled_from(["devices", "mqtt_messages", "storage_gb", "api_requests"]),
+        st.one_of(
+            st.integers(0, 10**12),
+            st.floats(0, 1e12, allow_nan=False).map(lambda f: float(f"{f:.15g}")),
+        ),
+    ),
+    devices=st.none() | st.integers(0, 10**9),
+    start=st.datetimes(datetime(2001, 1, 1), datetime(2098, 1, 1), timezones=st.just(UTC)),
+    include_window=st.booleans(),
+)
+def test_the_fingerprint_digests_the_canonical_json_of_the_content(
+    customer: str,
+    instance: str,
+    metrics: dict[str, float],
+    devices: int | None,
+    start: datetime,
+    include_window: bool,
+) -> None:
+    content = report(
+        customer_id=customer,
+        instance_id=instance,
+        metrics=metrics,
+        active_devices=devices,
+        total_devices=devices,
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+    )
+    canonical = json.dumps(
+        content.canonical_content(include_window=include_window),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert content.fingerprint(include_window=include_window) == expected
