@@ -89,6 +89,7 @@ class IngestService:
         self._missing = metrics.incomplete_reports.labels("missing")
         self._unmeasured = metrics.incomplete_reports.labels("unmeasured")
         self._values: dict[str, Any] = {}
+        self._names = frozenset(catalogue.names)
 
     def decode(
         self, body: bytes, content_type: str | None, idempotency_key: str | None = None
@@ -171,8 +172,8 @@ class IngestService:
         )
 
     def _check_metrics(self, report: UsageReport) -> None:
-        unknown = sorted(set(report.metrics) - set(self._catalogue))
-        if unknown:
+        if not self._names.issuperset(report.metrics):
+            unknown = sorted(set(report.metrics) - self._names)
             raise UnknownMetric(
                 f"unknown metric {', '.join(map(repr, unknown))}; "
                 f"allowed: {', '.join(self._catalogue.names)}",
@@ -180,6 +181,8 @@ class IngestService:
             )
 
         for name, value in report.metrics.items():
+            if type(value) is int:
+                continue  # a whole number: every rounding rule takes it as it is
             definition = self._catalogue[name]
             try:
                 definition.to_billable(value)

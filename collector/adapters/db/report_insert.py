@@ -19,7 +19,7 @@ import functools
 import json
 import operator
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,6 +164,12 @@ class ReportInsert(DriverInsert):
             " ON CONFLICT (report_id) DO NOTHING RETURNING id, report_id",
         )
         self._sqlite = dialect == "sqlite"
+
+    def returned_ids(self, report_ids: Iterable[uuid.UUID]) -> dict[Any, uuid.UUID]:
+        """Each of ``report_ids`` by the value RETURNING gives back for it."""
+        if self._sqlite:
+            return {rid.hex: rid for rid in report_ids}
+        return {rid: rid for rid in report_ids}
 
     def returned_id(self, value: Any) -> uuid.UUID:
         """A ``report_id`` as RETURNING gives it back."""

@@ -265,11 +265,11 @@ class GroupCommitWriter:
     ) -> dict[uuid.UUID, StoredReport]:
         """The inserted reports by id, from the ``(id, report_id)`` rows the insert returned."""
         assert self._sql is not None
-        returned_id = self._sql.reports.returned_id
+        ids = self._sql.reports.returned_ids(first_by_id)
         created = {}
         for pk, value in returned:
-            rid = returned_id(value)
-            created[rid] = _row({**first_by_id[rid], "id": pk})
+            rid = ids[value]
+            created[rid] = StoredReport(id=pk, **first_by_id[rid])
         return created
 
     async def _stored(
