@@ -4,9 +4,9 @@ Through SQLAlchemy, a transaction of two inserts cost about 500 µs of CPU on SQ
 on PostgreSQL before any row was written (execution contexts, greenlet switches, and nine hops
 through aiosqlite's thread for cursor, execute, fetch and close of each statement). Under load
 the writer's batches hold a few reports each, so that was most of a report's database cost.
-On SQLite, :func:`sqlite_transaction` takes one hop per statement plus the commit (``sqlite3``
-begins the transaction itself before the first insert); on PostgreSQL, the writer's one
-statement is its own transaction (:func:`postgres_statement`, one round trip).
+On SQLite, :func:`sqlite_transaction` runs the whole transaction in one hop through aiosqlite's
+thread; on PostgreSQL, the writer's one statement is its own transaction
+(:func:`postgres_statement`, one round trip).
 
 The connection stays checked out of SQLAlchemy's pool, which still opens, pings and resets it.
 Driver errors leave as collector errors, chained: :class:`RowRefused` when the database refused
@@ -17,9 +17,9 @@ so a failure of unclear cause is retried by the agent rather than refused for go
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,18 +34,6 @@ class RowRefused(CollectorError):
     """The database refused a value of a row; the rest of its transaction may be fine."""
 
 
-class SqliteStatements:
-    """Statements inside :func:`sqlite_transaction`, one hop through aiosqlite's thread each."""
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    async def rows(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        """Run ``sql`` and return the rows it gives back."""
-        async with _translated():
-            return list(await self._connection.execute_fetchall(sql, parameters))
-
-
 async def _driver(conn: AsyncConnection, dialect: str) -> Any:
     if conn.dialect.name != dialect:
         raise DatabaseUnavailable(f"expected a {dialect} connection, not {conn.dialect.name!r}")
@@ -53,27 +41,36 @@ async def _driver(conn: AsyncConnection, dialect: str) -> Any:
         return (await conn.get_raw_connection()).driver_connection
 
 
-@asynccontextmanager
-async def sqlite_transaction(conn: AsyncConnection) -> AsyncIterator[SqliteStatements]:
-    """Statements in one transaction on ``conn``'s ``sqlite3`` connection, committed on success.
+async def sqlite_transaction[T](
+    conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """``work(connection)`` in one transaction on ``conn``'s ``sqlite3`` connection; its result.
 
-    ``conn`` must not be in a SQLAlchemy transaction. Leaving the block by an exception rolls
-    the transaction back and lets the exception through; the statements, the begin and the
-    commit raise translated errors (see the module's notes).
+    The whole transaction is one call on aiosqlite's thread: ``work``, then the commit, or the
+    rollback when ``work`` or the commit raises (the error leaves translated). ``conn`` must not
+    be in a SQLAlchemy transaction.
     """
     driver = await _driver(conn, "sqlite")
+
+    def transaction() -> T:
+        raw: sqlite3.Connection = driver._conn
+        if raw.in_transaction:
+            raw.rollback()
+        try:
+            if raw.isolation_level is None:
+                raw.execute("BEGIN")
+            result = work(raw)
+            raw.commit()
+        except BaseException:
+            with suppress(Exception):
+                raw.rollback()
+            raise
+        return result
+
     async with _translated():
-        if driver.in_transaction or driver.isolation_level is None:
-            await driver.rollback()
-            await driver.execute_fetchall("BEGIN")
-    try:
-        yield SqliteStatements(driver)
-        async with _translated():
-            await driver.commit()
-    except BaseException:
-        with suppress(Exception):
-            await driver.rollback()
-        raise
+        # aiosqlite has no public way to run a whole transaction in one hop; a hop per
+        # statement and commit held each batch longer (docs/benchmarks.md).
+        return cast(T, await driver._execute(transaction))
 
 
 async def postgres_statement(

@@ -241,12 +241,13 @@ class GroupCommitWriter:
                 conn, sql.reports.statement(len(rows)), sql.reports.parameters(rows)
             )
             return self._created(first_by_id, returned)
-        async with sqlite_transaction(conn) as statements:
-            returned = await statements.rows(
-                sql.reports.statement(len(rows)), sql.reports.parameters(rows)
-            )
+        now = self._outbox() if self._outbox is not None else None
+        statement, parameters = sql.reports.statement(len(rows)), sql.reports.parameters(rows)
+
+        def work(raw: Any) -> dict[uuid.UUID, StoredReport]:
+            returned = raw.execute(statement, parameters).fetchall()
             created = self._created(first_by_id, returned)
-            if self._outbox is not None:
+            if now is not None:
                 new = [
                     (created[row["report_id"]].id, name, value)
                     for row in rows
@@ -255,9 +256,10 @@ class GroupCommitWriter:
                 ]
                 if new:
                     outbox = sql.outbox
-                    await statements.rows(
-                        outbox.statement(len(new)), outbox.parameters(self._outbox(), new)
-                    )
+                    raw.execute(outbox.statement(len(new)), outbox.parameters(now, new))
+            return created
+
+        created = await sqlite_transaction(conn, work)
         return created
 
     def _created(
