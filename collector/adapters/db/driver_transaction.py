@@ -34,23 +34,19 @@ class RowRefused(CollectorError):
     """The database refused a value of a row; the rest of its transaction may be fine."""
 
 
-async def _driver(conn: AsyncConnection, dialect: str) -> Any:
-    if conn.dialect.name != dialect:
-        raise DatabaseUnavailable(f"expected a {dialect} connection, not {conn.dialect.name!r}")
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's own connection under ``conn``: valid while ``conn`` is checked out."""
     async with _translated():
         return (await conn.get_raw_connection()).driver_connection
 
 
-async def sqlite_transaction[T](
-    conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]
-) -> T:
-    """``work(connection)`` in one transaction on ``conn``'s ``sqlite3`` connection; its result.
+async def sqlite_transaction[T](driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work(connection)`` in one transaction on aiosqlite ``driver``'s ``sqlite3`` connection.
 
     The whole transaction is one call on aiosqlite's thread: ``work``, then the commit, or the
-    rollback when ``work`` or the commit raises (the error leaves translated). ``conn`` must not
-    be in a SQLAlchemy transaction.
+    rollback when ``work`` or the commit raises (the error leaves translated). Returns what
+    ``work`` returned. The connection must not be in a SQLAlchemy transaction.
     """
-    driver = await _driver(conn, "sqlite")
 
     def transaction() -> T:
         raw: sqlite3.Connection = driver._conn
@@ -74,13 +70,12 @@ async def sqlite_transaction[T](
 
 
 async def postgres_statement(
-    conn: AsyncConnection, sql: str, parameters: Sequence[Any]
+    driver: Any, sql: str, parameters: Sequence[Any]
 ) -> Sequence[Sequence[Any]]:
-    """``sql`` as a transaction of its own on asyncpg, committed when it returns; its rows.
+    """``sql`` as a transaction of its own on asyncpg ``driver``, committed when it returns.
 
-    ``conn`` must not be in a SQLAlchemy transaction.
+    Returns its rows. The connection must not be in a SQLAlchemy transaction.
     """
-    driver = await _driver(conn, "postgresql")
     async with _translated():
         return list(await driver.fetch(sql, *parameters))
 

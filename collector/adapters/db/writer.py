@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.driver_transaction import (
     RowRefused,
+    driver_connection,
     postgres_statement,
     sqlite_transaction,
 )
@@ -84,6 +85,7 @@ class GroupCommitWriter:
         self._outbox = outbox
         self._sql: _Statements | None = None
         self._conn: AsyncConnection | None = None
+        self._driver: Any = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -121,8 +123,14 @@ class GroupCommitWriter:
             self._conn = await self._engine.connect()
         return self._conn
 
+    async def _driver_connection(self, conn: AsyncConnection) -> Any:
+        """The driver's connection under the kept one, looked up once while it is kept."""
+        if self._driver is None:
+            self._driver = await driver_connection(conn)
+        return self._driver
+
     async def _release(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -234,11 +242,15 @@ class GroupCommitWriter:
         rows = list(first_by_id.values())
         if sql.combined is not None and self._outbox is not None:
             statement, parameters = sql.combined.build(rows, self._outbox())
-            returned = await postgres_statement(conn, statement, parameters)
+            returned = await postgres_statement(
+                await self._driver_connection(conn), statement, parameters
+            )
             return self._created(first_by_id, returned)
         if sql.combined is not None:
             returned = await postgres_statement(
-                conn, sql.reports.statement(len(rows)), sql.reports.parameters(rows)
+                await self._driver_connection(conn),
+                sql.reports.statement(len(rows)),
+                sql.reports.parameters(rows),
             )
             return self._created(first_by_id, returned)
         now = self._outbox() if self._outbox is not None else None
@@ -259,7 +271,7 @@ class GroupCommitWriter:
                     raw.execute(outbox.statement(len(new)), outbox.parameters(now, new))
             return created
 
-        created = await sqlite_transaction(conn, work)
+        created = await sqlite_transaction(await self._driver_connection(conn), work)
         return created
 
     def _created(
