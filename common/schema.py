@@ -21,10 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from common.windows import as_utc
+from common.windows import as_utc, utc_text
 
 SCHEMA_VERSION = 1
 REPORT_ID_NAMESPACE = uuid.UUID("6f0e2a8c-4b1d-5c3e-9a7f-2d8b1e4c6a90")
+_NAMESPACE_BYTES = REPORT_ID_NAMESPACE.bytes
 MAX_IDENTIFIER_LENGTH = 128
 MAX_METRIC_VALUE = 1e12
 MAX_SIGNIFICANT_DIGITS = 15
@@ -122,14 +123,17 @@ def _json_count(value: int | None) -> str:
 def derive_report_id(
     customer_id: str, instance_id: str, window_start: datetime, window_end: datetime
 ) -> uuid.UUID:
-    """The deterministic id of a window's report: a retry of the same window gets the same id."""
-    parts = (
-        customer_id,
-        instance_id,
-        as_utc(window_start).isoformat(timespec="microseconds"),
-        as_utc(window_end).isoformat(timespec="microseconds"),
+    """The deterministic id of a window's report: a retry of the same window gets the same id.
+
+    ``uuid.uuid5`` of the parts joined by U+001F, built as ``uuid5`` builds it.
+    """
+    name = (
+        f"{customer_id}\x1f{instance_id}\x1f"
+        f"{utc_text(as_utc(window_start), 'microseconds')}\x1f"
+        f"{utc_text(as_utc(window_end), 'microseconds')}"
     )
-    return uuid.uuid5(REPORT_ID_NAMESPACE, "\x1f".join(parts))
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 class MetricCoverage(BaseModel):
@@ -233,8 +237,8 @@ class UsageReport(BaseModel):
         if not include_window:
             return text + "}"
         return (
-            f'{text},"window_end":"{self.window_end.isoformat(timespec="microseconds")}",'
-            f'"window_start":"{self.window_start.isoformat(timespec="microseconds")}"}}'
+            f'{text},"window_end":"{utc_text(self.window_end, "microseconds")}",'
+            f'"window_start":"{utc_text(self.window_start, "microseconds")}"}}'
         )
 
     def canonical_content(self, *, include_window: bool = True) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,21 @@ from datetime import UTC, datetime, timedelta
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_text(moment: datetime, timespec: str = "auto") -> str:
+    """``moment.isoformat(timespec=timespec)``, remembered for UTC times.
+
+    A fleet's reports share a few window bounds, each written several times per report.
+    """
+    if moment.tzinfo is UTC:
+        return _utc_text(moment, timespec)
+    return moment.isoformat(timespec=timespec)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_text(moment: datetime, timespec: str) -> str:
+    return moment.isoformat(timespec=timespec)
 
 
 _BARE_UNITS = ("s", "ms")

@@ -37,6 +37,7 @@ from common.schema import (
     UsageReport,
     is_legacy_body,
 )
+from common.windows import utc_text
 
 log = structlog.get_logger("collector.ingest")
 MAX_FUTURE = timedelta(minutes=5)
@@ -252,8 +253,8 @@ def _log_stored(report: UsageReport, created: bool) -> None:
         customer_id=report.customer_id,
         instance_id=report.instance_id,
         report_id=str(report.id),
-        window_start=report.window_start.isoformat(),
-        window_end=report.window_end.isoformat(),
+        window_start=utc_text(report.window_start),
+        window_end=utc_text(report.window_end),
         metrics=list(report.metrics),
         result="created" if created else "duplicate",
         partial=report.partial,

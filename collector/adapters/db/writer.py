@@ -101,7 +101,9 @@ class GroupCommitWriter:
             asyncio.get_running_loop().create_future()
         )
         queue.put_nowait(_Pending(values, future))
-        return await asyncio.shield(future)
+        # A cancelled caller cancels only its own future: the writer skips answering it, and
+        # the report is still written with its batch.
+        return await future
 
     def _ensure_running(self) -> asyncio.Queue[_Pending]:
         if self._task is None or self._task.done():

@@ -35,6 +35,18 @@ def test_report_id_is_deterministic_per_window() -> None:
     assert report(instance_id="i-2").id != report().id
 
 
+def test_report_ids_keep_the_values_agents_and_stored_reports_derived() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    assert str(derive_report_id("cust_ü1", "i-1", START, END)) == (
+        "2de5d106-76e9-579f-8288-42c269d81b1c"
+    )
+    assert str(
+        derive_report_id(
+            "c", "i", START.astimezone(plus_two), START + timedelta(minutes=1, microseconds=5)
+        )
+    ) == ("0b54b0a6-97a4-5e57-b321-9c8ead1a1af0")
+
+
 def test_report_id_does_not_depend_on_the_timezone_the_window_is_written_in() -> None:
     plus_two = timezone(timedelta(hours=2))
     shifted = report(window_start=START.astimezone(plus_two), window_end=END.astimezone(plus_two))

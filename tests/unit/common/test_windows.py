@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from common.windows import (
     format_duration,
     last_complete_window,
     parse_duration,
+    utc_text,
     window_containing,
     windows_between,
 )
@@ -106,3 +108,17 @@ def test_calendar_month_handles_december() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
     )
+
+
+@given(
+    moment=st.datetimes(
+        timezones=st.sampled_from([UTC, ZoneInfo("UTC"), timezone(timedelta(hours=2)), None])
+    ),
+    timespec=st.sampled_from(["auto", "microseconds", "seconds"]),
+)
+def test_utc_text_is_isoformat_whichever_equal_time_came_first(
+    moment: datetime, timespec: str
+) -> None:
+    for earlier in (moment.astimezone(UTC) if moment.tzinfo else moment, moment):
+        utc_text(earlier, timespec)
+    assert utc_text(moment, timespec) == moment.isoformat(timespec=timespec)
