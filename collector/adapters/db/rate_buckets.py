@@ -151,6 +151,7 @@ class RateBucketStore:
         # Every operation is one statement, atomic on its own: no BEGIN and COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._kept: AsyncConnection | None = None
+        self._kept_driver: Any = None
         self._kept_loop: asyncio.AbstractEventLoop | None = None
         self._taking = asyncio.Lock()
 
@@ -174,8 +175,7 @@ class RateBucketStore:
         async with self._taking:
             for attempt in (1, 2):
                 try:
-                    conn = await self._connection()
-                    driver: Any = (await conn.get_raw_connection()).driver_connection
+                    driver = await self._driver()
                     rows = await driver.fetch(_TAKE, now, burst, rate, keys, counts)
                     break
                 except (SQLAlchemyError, asyncpg.PostgresError, *_DROPPED) as exc:
@@ -187,18 +187,22 @@ class RateBucketStore:
                         raise _unavailable(exc) from exc
         return {key: Taken(int(granted), float(tokens)) for key, granted, tokens in rows}
 
-    async def _connection(self) -> AsyncConnection:
+    async def _driver(self) -> Any:
+        """asyncpg's connection under the kept one, looked up once while it is kept."""
         loop = asyncio.get_running_loop()
         if self._kept is not None and self._kept_loop is not loop:
             self._kept = None  # its event loop is gone, and the connection with it
         if self._kept is None:
+            self._kept_driver = None
             self._kept = await self._engine.connect()
             self._kept_loop = loop
-        return self._kept
+        if self._kept_driver is None:
+            self._kept_driver = (await self._kept.get_raw_connection()).driver_connection
+        return self._kept_driver
 
     async def close(self) -> None:
         """Give the connection ``take`` keeps back to the pool (a broken one is discarded)."""
-        kept, self._kept = self._kept, None
+        kept, self._kept, self._kept_driver = self._kept, None, None
         if kept is None or self._kept_loop is not asyncio.get_running_loop():
             return
         try:
