@@ -203,8 +203,12 @@ class Target:
         return all(r.rows_ok and not r.non_2xx for r in runs)
 
 
-def run_target(target: Target, round_: int, seconds: int, workdir: Path) -> Run:
-    """One round of one collector target: full load, then half of what full load reached."""
+def run_target(target: Target, round_: int, seconds: int, workdir: Path, warmup: int) -> Run:
+    """One round of one collector target: full load, then half of what full load reached.
+
+    ``warmup`` seconds of full load come first and are not counted: the first requests of a
+    fresh process prepare statements, fill caches and open connections.
+    """
     lane = "-nolane" if target.env else ""
     name = f"{target.kind}{target.processes}{lane}-{round_}"
     with (
@@ -213,6 +217,8 @@ def run_target(target: Target, round_: int, seconds: int, workdir: Path) -> Run:
             db.url or "", target.processes, log_level="info", log_dir=workdir, env=target.env
         ) as served,
     ):
+        if warmup:
+            measure(served, f"{name}-warm", warmup, workdir, db)
         full = measure(served, f"{name}-full", seconds, workdir, db)
         half = measure(
             served, f"{name}-half", seconds, workdir, db, delay_ms=half_load_delay_ms(full.rps)
@@ -227,6 +233,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run (s).")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds over all targets.")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="Seconds of load before each target's measured runs, not counted (s).",
+    )
     args = parser.parse_args()
     noop = Target("no-op Litestar endpoint", "noop", 1)
     targets = [
@@ -245,11 +257,13 @@ def main() -> None:
         workdir = Path(tmp)
         for round_ in range(1, args.rounds + 1):
             with noop_served() as served:
+                if args.warmup:
+                    measure([served], f"noop-{round_}-warm", args.warmup, workdir, Database(None))
                 ceiling = measure([served], f"noop-{round_}", args.seconds, workdir, Database(None))
             noop.full.append(ceiling)
             print(f"noop-{round_}: {ceiling}", flush=True)
             for target in targets:
-                full = run_target(target, round_, args.seconds, workdir)
+                full = run_target(target, round_, args.seconds, workdir, args.warmup)
                 target.ratios.append(full.rps / ceiling.rps)
                 target.cpu_ratios.append(ceiling.server_cpu_ms / full.server_cpu_ms)
             loads.append(os.getloadavg()[0])
@@ -264,7 +278,8 @@ def render(
         "",
         f"{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores shared by "
         f"the servers, PostgreSQL and wrk; {args.rounds} rounds, each target once per round, "
-        f"medians shown; wrk -t1 -c{CONNECTIONS} -d{args.seconds}s (two processes: two wrk runs "
+        f"medians shown; each target first takes {args.warmup} s of load that is not counted, "
+        f"then wrk -t1 -c{CONNECTIONS} -d{args.seconds}s (two processes: two wrk runs "
         f"side by side, -c{CONNECTIONS // 2} each); every request is a unique v1 report with an "
         "ingest token (rate limit lifted). Collectors log at `info`, the default, to a file. "
         "`without the ingest lane` sets `COLLECTOR_INGEST_LANE=false`: every request through "
