@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from common import redaction
-from common.logs import _redact, configure_logging
+from common.logs import _redact, _Stamp, configure_logging
 from common.redaction import forget_secrets, redact_event, register_secret
 
 
@@ -140,3 +141,13 @@ def test_a_registered_secret_in_a_nested_value_is_hidden() -> None:
     structlog.get_logger("x").info("e", nested={"k": ["x opaque-secret-99"]}, id=uuid.UUID(int=1))
     assert "opaque-secret-99" not in stream.getvalue()
     assert "[REDACTED]" in stream.getvalue()
+
+
+@given(st.integers(946_684_800 * 10**9, 4_102_444_800 * 10**9 - 1))
+def test_time_stamps_are_written_as_structlog_writes_them(nanoseconds: int) -> None:
+    second, micro = divmod(nanoseconds // 1000, 1_000_000)
+    moment = datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
+    stamp = _Stamp()
+    stamp.text(nanoseconds - 10**9)
+    assert stamp.text(nanoseconds) == moment.isoformat().replace("+00:00", "Z")
+    assert stamp.text(second * 10**9) == moment.replace(microsecond=0).isoformat()[:-6] + "Z"
