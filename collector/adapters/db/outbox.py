@@ -60,14 +60,13 @@ __all__ = [
     "QueueSnapshot",
     "RefusedAsTooOld",
     "UnlinkedCustomer",
-    "forward_rows",
     "metric_text",
     "outbox_metrics",
 ]
 
 
 def metric_text(value: float) -> str:
-    """A metric value as the outbox stores it: ``repr`` of a float, ``str`` of an int.
+    """A metric value as an outbox row stores it: ``repr`` of a float, ``str`` of an int.
 
     ``json.dumps`` spells numbers the same way, which PostgreSQL's one-statement write relies on.
     """
@@ -77,32 +76,6 @@ def metric_text(value: float) -> str:
 def outbox_metrics(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     """A report row's metrics as its outbox rows list them: by name, each value spelled."""
     return [(name, metric_text(value)) for name, value in sorted(report["metrics"].items())]
-
-
-def forward_rows(reports: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """One forward per metric of each report row, without ``report_pk``: its report's key.
-
-    The writer stores the rows of the reports it inserts in the same transaction.
-    """
-    return [
-        {
-            "report_id": report["report_id"],
-            "customer_id": report["customer_id"],
-            "instance_id": report["instance_id"],
-            "metric": name,
-            "kind": "report",
-            "window_start": report["window_start"],
-            "window_end": report["window_end"],
-            "value": text,
-            "state": "pending",
-            "batch_id": None,
-            "period_id": None,
-            "generation": 0,
-            "created_at": now,
-        }
-        for report in reports
-        for name, text in outbox_metrics(report)
-    ]
 
 
 class OutboxStore:

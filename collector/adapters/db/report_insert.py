@@ -8,7 +8,8 @@ numbers and booleans) and refuses a table with any other; a test stores rows bot
 SQLite and PostgreSQL and compares what the database holds. Reads keep the typed tables.
 
 ``ReportInsert`` is the ``usage_reports`` insert, ``ON CONFLICT (report_id) DO NOTHING
-RETURNING id, report_id``; ``ForwardInsert`` the outbox rows written in the same transaction.
+RETURNING id, report_id``; ``SqliteOutboxInsert`` the outbox rows written in the same
+transaction on SQLite, read from the new reports' rows.
 On PostgreSQL, ``ReportAndOutboxInsert`` writes both in one statement: a data-modifying CTE
 that derives the outbox rows from the reports the insert returned, so a stored report gets none.
 """
@@ -178,13 +179,6 @@ class ReportInsert(DriverInsert):
         return uuid.UUID(hex=value) if self._sqlite else uuid.UUID(str(value))
 
 
-class ForwardInsert(DriverInsert):
-    """``forwards``: the outbox rows of new reports."""
-
-    def __init__(self, dialect: str, paramstyle: str) -> None:
-        super().__init__(FORWARDS, dialect, paramstyle)
-
-
 _POSTGRES_CASTS: tuple[tuple[type, str], ...] = (
     (UtcDateTime, "timestamptz"),
     (Uuid, "uuid"),
@@ -215,7 +209,7 @@ ASYNCPG_CACHEABLE_TEXT = 15 * 1024
 def _outbox_select(report: str, metric: str, value: str, created_at: str) -> str:
     """The outbox columns and the ``SELECT`` list deriving them from a new report's row.
 
-    The same rows as ``outbox.forward_rows``: ``report`` names the report's row, ``metric`` and
+    One row per metric of the report: ``report`` names the report's row, ``metric`` and
     ``value`` one of its metrics (the value as ``outbox.metric_text`` spells it).
     """
     derived = {

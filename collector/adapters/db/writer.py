@@ -92,7 +92,7 @@ class GroupCommitWriter:
         self.inserted = 0
 
     def set_outbox(self, now: OutboxClock) -> None:
-        """Write the new reports' outbox rows (``outbox.forward_rows``) in their transaction."""
+        """Write each new report's outbox rows, one per metric, in its transaction."""
         self._outbox = now
 
     async def insert(self, values: dict[str, Any]) -> tuple[StoredReport, bool]:

@@ -20,19 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from collector.adapters.db.engine import create_engine
 from collector.adapters.db.migrate import upgrade_async
-from collector.adapters.db.outbox import forward_rows as outbox_rows
 from collector.adapters.db.outbox import outbox_metrics
 from collector.adapters.db.report_insert import (
     ASYNCPG_CACHEABLE_TEXT,
     COLUMNS,
     DriverInsert,
-    ForwardInsert,
     ReportAndOutboxInsert,
     ReportInsert,
     SqliteOutboxInsert,
 )
 from collector.adapters.db.tables import FORWARDS, REPORTS
 from collector.settings import CollectorSettings
+from tests.support.outbox_reference import forward_rows as outbox_rows
 
 SERIAL = itertools.count()
 WITH_A_DATABASE = settings(
@@ -168,56 +167,6 @@ def test_one_statement_holds_a_whole_batch_and_skips_stored_ids(database_url: st
     asyncio.run(run())
 
 
-@st.composite
-def forward_rows(draw: st.DrawFn) -> dict[str, Any]:
-    return {
-        "report_pk": draw(st.integers(1, 2**40)),
-        "report_id": draw(st.uuids()),
-        "customer_id": draw(st.text(letters, max_size=20)),
-        "instance_id": draw(st.text(letters, max_size=12)),
-        "metric": draw(names),
-        "kind": draw(st.sampled_from(["report", "manual"])),
-        "window_start": draw(times),
-        "window_end": draw(times),
-        "value": draw(st.text(alphabet="0123456789.e+-", min_size=1, max_size=40)),
-        "state": draw(st.sampled_from(["pending", "batched", "sent"])),
-        "batch_id": draw(st.none() | st.integers(1, 2**40)),
-        "period_id": draw(st.none() | st.integers(1, 2**40)),
-        "generation": draw(st.integers(0, 2**20)),
-        "created_at": draw(times),
-    }
-
-
-async def compare_forwards(database_url: str, batch: list[dict[str, Any]]) -> None:
-    engine = create_engine(database_url)
-    columns = ", ".join(ForwardInsert("sqlite", "qmark").columns)
-    read = f"SELECT {columns} FROM forwards ORDER BY id"
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(delete(FORWARDS))
-            await conn.execute(FORWARDS.insert(), batch)
-            typed = (
-                await conn.exec_driver_sql(f"SELECT {columns} FROM forwards ORDER BY id")
-            ).all()
-            await conn.execute(delete(FORWARDS))
-            sql = ForwardInsert(conn.dialect.name, conn.dialect.paramstyle)
-            await conn.exec_driver_sql(sql.statement(len(batch)), sql.parameters(batch))
-            raw = (await conn.exec_driver_sql(read)).all()
-            assert [tuple(r) for r in raw] == [tuple(r) for r in typed]
-            await conn.execute(delete(FORWARDS))
-    finally:
-        await engine.dispose()
-
-
-@WITH_A_DATABASE
-@given(batch=st.lists(forward_rows(), min_size=1, max_size=4, unique_by=lambda r: r["metric"]))
-def test_the_driver_insert_stores_outbox_rows_as_the_typed_insert_did(
-    database_url: str, batch: list[dict[str, Any]]
-) -> None:
-    asyncio.run(upgrade_async(CollectorSettings(database_url=database_url).async_database_url()))
-    asyncio.run(compare_forwards(database_url, batch))
-
-
 def test_a_table_with_a_type_the_driver_insert_does_not_know_is_refused() -> None:
     odd = Table(
         "odd", MetaData(), Column("id", Integer, primary_key=True), Column("b", LargeBinary)
@@ -232,7 +181,7 @@ async def _contents(conn: AsyncConnection) -> tuple[list[tuple[Any, ...]], list[
         f"SELECT {', '.join(COLUMNS)} FROM usage_reports ORDER BY report_id"
     )
     forward_columns = ", ".join(
-        f"f.{c}" for c in ForwardInsert("sqlite", "qmark").columns if c != "report_pk"
+        f"f.{c.name}" for c in FORWARDS.columns if c.name not in ("id", "report_pk")
     )
     forwards = await conn.exec_driver_sql(
         f"SELECT r.report_id, {forward_columns} FROM forwards f "
@@ -267,10 +216,9 @@ async def _derived(
 async def _given_rows(
     conn: AsyncConnection, batch: list[dict[str, Any]], now: datetime
 ) -> dict[uuid.UUID, int]:
-    """Each outbox row of ``outbox.forward_rows`` given whole, after the report insert."""
+    """Each outbox row of ``forward_rows`` given whole (a typed insert), after the reports."""
     dialect = conn.dialect
     reports = ReportInsert(dialect.name, dialect.paramstyle)
-    forwards = ForwardInsert(dialect.name, dialect.paramstyle)
     result = await conn.exec_driver_sql(reports.statement(len(batch)), reports.parameters(batch))
     returned = {reports.returned_id(r[1]): r[0] for r in result.all()}
     new = [
@@ -279,7 +227,7 @@ async def _given_rows(
         if row["report_id"] in returned
     ]
     if new:
-        await conn.exec_driver_sql(forwards.statement(len(new)), forwards.parameters(new))
+        await conn.execute(FORWARDS.insert(), new)
     return returned
 
 
