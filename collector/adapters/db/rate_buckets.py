@@ -60,8 +60,18 @@ _TAKE = f"""
         stamp = greatest(b.stamp, excluded.stamp)
     RETURNING b.key, b.granted, b.tokens
     """  # noqa: S608
-_DROPPED = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
-"""The kept connection is gone (closed by the server, a firewall, or a restart)."""
+_DROPPED = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+"""The kept connection is gone (closed by the server, a firewall, or a restart).
+
+A statement sent just as the server's notice that it ended the session arrives fails with
+``InternalClientError`` ("another operation is in progress"): the protocol is still consuming
+that error, and the connection cannot be used again either.
+"""
 _SHUT_DOWN = "57"
 """SQLSTATE class of a session the server ended (``pg_terminate_backend``, a shutdown)."""
 
