@@ -65,9 +65,10 @@ class _Pending:
 @dataclass(frozen=True)
 class _Statements:
     reports: ReportInsert
-    outbox: SqliteOutboxInsert
     combined: ReportAndOutboxInsert | None
     """PostgreSQL: the reports and their outbox rows in one statement."""
+    outbox: SqliteOutboxInsert | None
+    """SQLite: the outbox rows, after the reports."""
 
 
 def _row(mapping: Any) -> StoredReport:
@@ -188,10 +189,11 @@ class GroupCommitWriter:
         if self._sql is None:
             dialect = conn.dialect
             try:
+                postgres = dialect.name == "postgresql"
                 self._sql = _Statements(
                     ReportInsert(dialect.name, dialect.paramstyle),
-                    SqliteOutboxInsert(),
-                    ReportAndOutboxInsert() if dialect.name == "postgresql" else None,
+                    ReportAndOutboxInsert() if postgres else None,
+                    None if postgres else SqliteOutboxInsert(),
                 )
             except ValueError as exc:
                 raise DatabaseUnavailable(str(exc)) from exc
@@ -242,39 +244,35 @@ class GroupCommitWriter:
         """Insert the new reports and their outbox rows in one transaction; the new ones by id."""
         sql = self._insert_sql(conn)
         rows = list(first_by_id.values())
-        if sql.combined is not None and self._outbox is not None:
-            statement, parameters = sql.combined.build(rows, self._outbox())
-            returned = await postgres_statement(
-                await self._driver_connection(conn), statement, parameters
-            )
-            return self._created(first_by_id, returned)
-        if sql.combined is not None:
-            returned = await postgres_statement(
-                await self._driver_connection(conn),
-                sql.reports.statement(len(rows)),
-                sql.reports.parameters(rows),
-            )
-            return self._created(first_by_id, returned)
         now = self._outbox() if self._outbox is not None else None
+        driver = await self._driver_connection(conn)
+        if sql.combined is not None:
+            statement, parameters = (
+                sql.combined.build(rows, now)
+                if now is not None
+                else (sql.reports.statement(len(rows)), sql.reports.parameters(rows))
+            )
+            return self._created(
+                first_by_id, await postgres_statement(driver, statement, parameters)
+            )
+        outbox = sql.outbox if now is not None else None
         statement, parameters = sql.reports.statement(len(rows)), sql.reports.parameters(rows)
 
         def work(raw: Any) -> dict[uuid.UUID, StoredReport]:
-            returned = raw.execute(statement, parameters).fetchall()
-            created = self._created(first_by_id, returned)
-            if now is not None:
-                new = [
-                    (created[row["report_id"]].id, name, value)
-                    for row in rows
-                    if row["report_id"] in created
-                    for name, value in outbox_metrics(row)
-                ]
-                if new:
-                    outbox = sql.outbox
-                    raw.execute(outbox.statement(len(new)), outbox.parameters(now, new))
+            created = self._created(first_by_id, raw.execute(statement, parameters).fetchall())
+            if outbox is None or now is None:
+                return created
+            new = [
+                (created[row["report_id"]].id, name, value)
+                for row in rows
+                if row["report_id"] in created
+                for name, value in outbox_metrics(row)
+            ]
+            if new:
+                raw.execute(outbox.statement(len(new)), outbox.parameters(now, new))
             return created
 
-        created = await sqlite_transaction(await self._driver_connection(conn), work)
-        return created
+        return await sqlite_transaction(driver, work)
 
     def _created(
         self, first_by_id: dict[uuid.UUID, dict[str, Any]], returned: Sequence[Sequence[Any]]
