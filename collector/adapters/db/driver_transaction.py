@@ -16,13 +16,14 @@ so a failure of unclear cause is retried by the agent rather than refused for go
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.errors import CollectorError, DatabaseUnavailable
 
@@ -34,10 +35,50 @@ class RowRefused(CollectorError):
     """The database refused a value of a row; the rest of its transaction may be fine."""
 
 
-async def driver_connection(conn: AsyncConnection) -> Any:
-    """The driver's own connection under ``conn``: valid while ``conn`` is checked out."""
-    async with _translated():
-        return (await conn.get_raw_connection()).driver_connection
+class KeptConnection:
+    """A pool connection kept between uses, and the driver's connection under it, looked up once.
+
+    A checkout and its driver lookup cost a ping, a reset and a greenlet hop: the writer and the
+    shared rate limit, on every request's path, keep theirs. A connection kept on an event loop
+    that is gone is dropped, not closed.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._driver: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def connection(self) -> AsyncConnection:
+        loop = asyncio.get_running_loop()
+        if self._conn is not None and self._loop is not loop:
+            self._conn, self._driver = None, None
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+            self._loop = loop
+        return self._conn
+
+    async def driver(self) -> Any:
+        """The driver's own connection under the kept one."""
+        if self._driver is None:
+            conn = await self.connection()
+            self._driver = (await conn.get_raw_connection()).driver_connection
+        return self._driver
+
+    async def release(self) -> None:
+        """Give the connection back to the pool; one that cannot be closed is discarded."""
+        conn, self._conn, self._driver = self._conn, None, None
+        if conn is None or self._loop is not asyncio.get_running_loop():
+            return
+        try:
+            await conn.close()
+        except Exception:
+            with suppress(Exception):
+                await conn.invalidate()
 
 
 async def sqlite_transaction[T](driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:

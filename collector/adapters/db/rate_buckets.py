@@ -15,17 +15,16 @@ SQLite has neither ``SKIP LOCKED`` nor arrays: it runs one replica and keeps its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from collector.adapters.db.driver_transaction import KeptConnection
 from collector.errors import DatabaseUnavailable
 
 # The f-strings below only splice in these constant fragments; every value is a bound parameter.
@@ -160,9 +159,7 @@ class RateBucketStore:
     def __init__(self, engine: AsyncEngine) -> None:
         # Every operation is one statement, atomic on its own: no BEGIN and COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._kept: AsyncConnection | None = None
-        self._kept_driver: Any = None
-        self._kept_loop: asyncio.AbstractEventLoop | None = None
+        self._kept = KeptConnection(self._engine)
         self._taking = asyncio.Lock()
 
     @asynccontextmanager
@@ -185,7 +182,7 @@ class RateBucketStore:
         async with self._taking:
             for attempt in (1, 2):
                 try:
-                    driver = await self._driver()
+                    driver = await self._kept.driver()
                     rows = await driver.fetch(_TAKE, now, burst, rate, keys, counts)
                     break
                 except (SQLAlchemyError, asyncpg.PostgresError, *_DROPPED) as exc:
@@ -197,29 +194,9 @@ class RateBucketStore:
                         raise _unavailable(exc) from exc
         return {key: Taken(int(granted), float(tokens)) for key, granted, tokens in rows}
 
-    async def _driver(self) -> Any:
-        """asyncpg's connection under the kept one, looked up once while it is kept."""
-        loop = asyncio.get_running_loop()
-        if self._kept is not None and self._kept_loop is not loop:
-            self._kept = None  # its event loop is gone, and the connection with it
-        if self._kept is None:
-            self._kept_driver = None
-            self._kept = await self._engine.connect()
-            self._kept_loop = loop
-        if self._kept_driver is None:
-            self._kept_driver = (await self._kept.get_raw_connection()).driver_connection
-        return self._kept_driver
-
     async def close(self) -> None:
         """Give the connection ``take`` keeps back to the pool (a broken one is discarded)."""
-        kept, self._kept, self._kept_driver = self._kept, None, None
-        if kept is None or self._kept_loop is not asyncio.get_running_loop():
-            return
-        try:
-            await kept.close()
-        except (SQLAlchemyError, OSError):
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await kept.invalidate()
+        await self._kept.release()
 
     async def prepare_slots(self, name: str, capacity: int) -> None:
         """Create slots ``0 .. capacity-1`` of ``name`` if they do not exist yet."""

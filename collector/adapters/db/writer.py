@@ -36,8 +36,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collector.adapters.db.driver_transaction import (
+    KeptConnection,
     RowRefused,
-    driver_connection,
     postgres_statement,
     sqlite_transaction,
 )
@@ -81,12 +81,10 @@ class GroupCommitWriter:
     def __init__(
         self, engine: AsyncEngine, *, max_batch: int = 500, outbox: OutboxClock | None = None
     ) -> None:
-        self._engine = engine
         self._max_batch = max_batch
         self._outbox = outbox
         self._sql: _Statements | None = None
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
+        self._kept = KeptConnection(engine)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -121,26 +119,12 @@ class GroupCommitWriter:
             self._task = None
         await self._release()
 
-    async def _connection(self) -> AsyncConnection:
-        if self._conn is None:
-            self._conn = await self._engine.connect()
-        return self._conn
-
-    async def _driver_connection(self, conn: AsyncConnection) -> Any:
-        """The driver's connection under the kept one, looked up once while it is kept."""
-        if self._driver is None:
-            self._driver = await driver_connection(conn)
-        return self._driver
-
     async def _release(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        await self._kept.release()
 
     async def _next(self, queue: asyncio.Queue[_Pending]) -> _Pending:
         """The next waiting report; the connection goes back to the pool while none comes."""
-        if not queue.empty() or self._conn is None:
+        if not queue.empty() or not self._kept.held:
             return await queue.get()
         try:
             async with asyncio.timeout(LINGER):
@@ -208,7 +192,7 @@ class GroupCommitWriter:
         first_by_id: dict[uuid.UUID, dict[str, Any]] = {}
         for pending in batch:
             first_by_id.setdefault(pending.values["report_id"], pending.values)
-        conn = await self._connection()
+        conn = await self._kept.connection()
         try:
             created = await self._insert(conn, first_by_id)
         except BaseException:
@@ -245,7 +229,7 @@ class GroupCommitWriter:
         sql = self._insert_sql(conn)
         rows = list(first_by_id.values())
         now = self._outbox() if self._outbox is not None else None
-        driver = await self._driver_connection(conn)
+        driver = await self._kept.driver()
         if sql.combined is not None:
             statement, parameters = (
                 sql.combined.build(rows, now)
