@@ -45,6 +45,8 @@ SCALEOUT_LATENCY = 0.1
 """Seconds the sandbox takes to answer each call in the scale-out runs, about Stripe's own."""
 TAKEOVER_REPORTS = 4000
 """The backlog the takeover runs forward: enough to keep both replicas sending for minutes."""
+SETTLE = 0.3
+"""Seconds a frozen replica's last requests take to reach the sandbox's log."""
 DEFAULT_LEASE, DEFAULT_RENEWAL = 15.0, 5.0
 
 
@@ -181,6 +183,10 @@ def kill_and_measure(w: World, victim: CollectorProcess, database_url: str) -> d
         if time.monotonic() > deadline:
             raise RuntimeError("the replica to kill never held a lease")
         time.sleep(0.01)
+    # Frozen first: a call it made just before the kill can reach the sandbox's log after it,
+    # where it would pass for the other replica's resend.
+    victim.freeze()
+    time.sleep(SETTLE)
     killed_at = time.monotonic()
     victim.kill()
     held = leased_by(database_url, owner)

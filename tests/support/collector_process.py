@@ -102,6 +102,11 @@ class CollectorProcess:
                 time.sleep(0.05)
         raise AssertionError(f"collector did not answer within the limit:\n{self.log_text()}")
 
+    def freeze(self) -> None:
+        """SIGSTOP: it sends nothing more, and keeps its connections and leases as they are."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, in-flight Stripe calls are abandoned mid-way."""
         assert self._process is not None, "not running"
