@@ -23,6 +23,7 @@ from collector.adapters.db.tables import (
     AUDIT,
     BATCHES,
     FORWARDS,
+    PERIOD_INDEXED,
     STATE,
 )
 
@@ -97,7 +98,7 @@ async def newest_forwards(
     if instance_id is not None:
         conditions.append(FORWARDS.c.instance_id == instance_id)
     if period_id is not None:
-        conditions.append(FORWARDS.c.period_id == period_id)
+        conditions += [FORWARDS.c.period_id == period_id, PERIOD_INDEXED]
     return await newest_rows(conn, conditions, (FORWARDS.c.metric, FORWARDS.c.instance_id))
 
 

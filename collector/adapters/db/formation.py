@@ -35,6 +35,7 @@ from collector.adapters.db.tables import (
     BATCHES,
     FORWARDS,
     LINKS,
+    PERIOD_INDEXED,
     PERIODS,
     STATE,
 )
@@ -175,6 +176,7 @@ async def billed_context(
     if newest_for:
         billed = [
             tuple_(FORWARDS.c.period_id, FORWARDS.c.metric).in_(newest_for),
+            PERIOD_INDEXED,
             FORWARDS.c.state.in_(BILLED),
         ]
         keys = (FORWARDS.c.period_id, FORWARDS.c.metric, FORWARDS.c.instance_id)
@@ -187,6 +189,7 @@ async def billed_context(
         rows = await conn.execute(
             select(FORWARDS).where(
                 tuple_(FORWARDS.c.period_id, FORWARDS.c.metric).in_(list(spans)),
+                PERIOD_INDEXED,
                 FORWARDS.c.window_end > min(lo for lo, _ in spans.values()),
                 FORWARDS.c.window_start < max(hi for _, hi in spans.values()),
                 FORWARDS.c.state.in_(BILLED),

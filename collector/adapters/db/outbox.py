@@ -36,6 +36,7 @@ from collector.adapters.db.tables import (
     BATCHES,
     FORWARDS,
     LINKS,
+    PERIOD_INDEXED,
     STATE,
     BatchRow,
     UtcDateTime,
@@ -408,7 +409,11 @@ class OutboxStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(FORWARDS)
-                .where(FORWARDS.c.period_id == period_id, FORWARDS.c.state.in_(formation.BILLED))
+                .where(
+                    FORWARDS.c.period_id == period_id,
+                    PERIOD_INDEXED,
+                    FORWARDS.c.state.in_(formation.BILLED),
+                )
                 .order_by(FORWARDS.c.window_end, FORWARDS.c.id)
             )
             billed: dict[str, list[PendingForward]] = {}

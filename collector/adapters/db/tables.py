@@ -91,6 +91,10 @@ class ReportRow(Base):
     __table_args__ = (Index("ix_usage_reports_customer_window", "customer_id", "window_end", "id"),)
 
 
+PERIOD_CHOSEN = text("period_id IS NOT NULL")
+"""The rows the outbox's period index holds (``PERIOD_INDEXED`` is the query's condition)."""
+
+
 class ForwardRow(Base):
     """One metric of one stored report, waiting to reach Stripe (the transactional outbox)."""
 
@@ -113,10 +117,19 @@ class ForwardRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
     __table_args__ = (
-        Index("uq_forwards_report_metric", "report_id", "metric", unique=True),
+        # Led by the report's key, which only grows: new rows append (migration 0009).
+        Index("uq_forwards_report_metric", "report_pk", "report_id", "metric", unique=True),
         Index("ix_forwards_pending", "state", "customer_id", "metric", "window_end"),
         Index("ix_forwards_batch", "batch_id"),
-        Index("ix_forwards_period", "period_id", "metric", "instance_id", "window_end"),
+        Index(
+            "ix_forwards_period",
+            "period_id",
+            "metric",
+            "instance_id",
+            "window_end",
+            sqlite_where=PERIOD_CHOSEN,
+            postgresql_where=PERIOD_CHOSEN,
+        ),
     )
 
 
@@ -341,5 +354,8 @@ ITEMS = _table(SubscriptionItemRow)
 EVENTS = _table(WebhookEventRow)
 AUDIT = _table(AuditRow)
 REPORTS = _table(ReportRow)
+PERIOD_INDEXED = FORWARDS.c.period_id.is_not(None)
+"""What a query on the outbox's periods states, so that SQLite and PostgreSQL use the period
+index, which holds only rows a period was chosen for."""
 CREDENTIALS = _table(CredentialRow)
 RECONCILE_RESULTS = _table(ReconcileResultRow)
