@@ -30,6 +30,11 @@ _lock = threading.Lock()
 _registered: frozenset[str] = frozenset()
 _longest_first: tuple[str, ...] = ()
 
+KNOWN_CLEAN_LIMIT = 4096
+"""Texts ``all_unchanged`` remembers before it starts over (it forgets them all at once)."""
+_known_clean: set[str] = set()
+_generation = 0
+
 
 def _may_hold_shape(text: str) -> bool:
     """Whether ``text`` holds a marker, ignoring case as ``_MARKERS`` does.
@@ -51,6 +56,7 @@ def register_secret(*values: str | None) -> None:
         with _lock:
             _registered = _registered | fresh
             _longest_first = tuple(sorted(_registered, key=len, reverse=True))
+            _forget_clean()
 
 
 def forget_secrets() -> None:
@@ -59,6 +65,37 @@ def forget_secrets() -> None:
     with _lock:
         _registered = frozenset()
         _longest_first = ()
+        _forget_clean()
+
+
+def _forget_clean() -> None:
+    """Under ``_lock``: what was clean may hold a value registered now."""
+    global _generation
+    _generation += 1
+    _known_clean.clear()
+
+
+def all_unchanged(texts: list[str]) -> bool:
+    """True only if ``redact`` leaves each of ``texts`` as it is: one scan of those not seen.
+
+    Each secret shape and registered value found in one text is also found in the texts joined,
+    so an unchanged join means every text is unchanged (a changed one may be a false alarm,
+    which the caller settles text by text). Texts found clean are remembered until a secret is
+    registered: log lines repeat the same customers, windows and names.
+    """
+    unseen = [text for text in texts if text not in _known_clean]
+    if not unseen:
+        return True
+    generation = _generation
+    joined = "\n".join(unseen)
+    if redact(joined) != joined:
+        return False
+    with _lock:
+        if generation == _generation:
+            if len(_known_clean) + len(unseen) > KNOWN_CLEAN_LIMIT:
+                _known_clean.clear()
+            _known_clean.update(unseen)
+    return True
 
 
 def redact(text: str) -> str:
