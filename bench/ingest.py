@@ -39,6 +39,8 @@ CONNECTIONS = 32
 BIN = Path(sys.executable).parent
 AGENTS = 100_000
 """The projection's fleet: agents reporting every minute."""
+MIN_REPLICAS = 2
+"""Fewest replicas the projection plans: one can restart or fail while another carries the load."""
 UTILISATION = 0.5
 """Share of a replica's saturation rate the projection plans for: the half load measured here."""
 
@@ -336,7 +338,8 @@ def projection(noop: Target, targets: list[Target]) -> list[str]:
     one, two = targets[1], targets[2]
     cpu = max(one.median("server_cpu_ms"), two.median("server_cpu_ms"))
     saturated = 1000 / cpu
-    replicas = math.ceil(rate / (saturated * UTILISATION))
+    needed = math.ceil(rate / (saturated * UTILISATION))
+    replicas = max(needed, MIN_REPLICAS)
     cpu_half = max(one.median("server_cpu_ms", one.half), two.median("server_cpu_ms", two.half))
     per_replica = rate / replicas
     cores = per_replica * cpu_half / 1000
@@ -351,7 +354,9 @@ def projection(noop: Target, targets: list[Target]) -> list[str]:
         f"larger of the one- and two-process figures), so one process, whose event loop uses "
         f"one core, saturates near {saturated:,.0f} reports/s. Planned at "
         f"{UTILISATION:.0%} of that, the half load whose p99 the table shows, ingest needs "
-        f"**{replicas} replicas** ({per_replica:,.0f} reports/s each). At that rate a report "
+        f"{needed} {'replica' if needed == 1 else 'replicas'}; plan **{replicas} replicas**, so "
+        f"that one can restart or fail while the others carry the load ({per_replica:,.0f} "
+        "reports/s each). At that rate a report "
         f"costs more CPU ({cpu_half:.2f} ms: group commit gathers fewer reports per "
         f"transaction), so request about {cores:.1f} core per replica; PostgreSQL needs about "
         f"{rate * postgres_half / 1000:.1f} cores for the inserts ({postgres_half:.2f} ms per "

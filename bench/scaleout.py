@@ -288,7 +288,9 @@ def render_scaleout(
         "batches in flight at the kill were claimed moments before and wait almost a full "
         "lease. The other replica sends them within a round of the lapse (at most "
         f"{worst:.1f} s after the kill here). A shorter COLLECTOR_STRIPE_LEASE shortens this in "
-        "proportion; the integration test runs with 2 s.",
+        "proportion; the integration test runs with 2 s. The replica is frozen (SIGSTOP) for "
+        f"{SETTLE} s before the kill: a call it made just before could reach the sandbox's log "
+        "after the kill and pass for the other replica's resend.",
         "",
         *projection(one),
     ]
