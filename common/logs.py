@@ -272,6 +272,8 @@ def configure_logging(
         )
     )
     root = logging.getLogger()
+    for replaced in root.handlers:
+        replaced.flush()  # what it holds of this pass is written, not dropped
     root.handlers[:] = [handler]
     sys.excepthook = _log_uncaught
     root.setLevel(level_number(level))

@@ -183,10 +183,18 @@ def _events(stream: io.StringIO) -> list[str]:
     return [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
 
 
-async def test_lines_of_one_pass_of_the_loop_are_written_when_it_ends_in_order() -> None:
+@pytest.fixture
+def logged() -> tuple[io.StringIO, Any]:
+    """A stream logging is configured to at INFO, and a logger writing to it."""
     stream = io.StringIO()
     configure_logging("info", stream=stream)
-    log = structlog.get_logger("x")
+    return stream, structlog.get_logger("x")
+
+
+async def test_lines_of_one_pass_of_the_loop_are_written_when_it_ends_in_order(
+    logged: tuple[io.StringIO, Any],
+) -> None:
+    stream, log = logged
     log.info("first")
     log.info("second")
     assert stream.getvalue() == ""
@@ -199,10 +207,10 @@ async def test_lines_of_one_pass_of_the_loop_are_written_when_it_ends_in_order()
     assert _events(stream)[2:] == ["ours", "theirs", "ours again"]
 
 
-async def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_those_held() -> None:
-    stream = io.StringIO()
-    configure_logging("info", stream=stream)
-    log = structlog.get_logger("x")
+async def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_those_held(
+    logged: tuple[io.StringIO, Any],
+) -> None:
+    stream, log = logged
     log.info("held")
     thread = threading.Thread(target=log.info, args=("from a thread",))
     thread.start()
@@ -210,19 +218,27 @@ async def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_thos
     assert _events(stream) == ["held", "from a thread"]
 
 
-async def test_a_flush_writes_the_lines_held() -> None:
-    stream = io.StringIO()
-    configure_logging("info", stream=stream)
-    structlog.get_logger("x").info("held")
+async def test_a_flush_writes_the_lines_held(logged: tuple[io.StringIO, Any]) -> None:
+    stream, log = logged
+    log.info("held")
     logging.getLogger().handlers[0].flush()
     assert _events(stream) == ["held"]
 
 
-async def test_a_warning_is_written_at_once_after_the_lines_held() -> None:
+async def test_a_warning_is_written_at_once_after_the_lines_held(
+    logged: tuple[io.StringIO, Any],
+) -> None:
     """A warning may be the last line before a crash (the agent's test crash points are)."""
-    stream = io.StringIO()
-    configure_logging("info", stream=stream)
-    log = structlog.get_logger("x")
+    stream, log = logged
     log.info("held")
     log.warning("last words")
     assert _events(stream) == ["held", "last words"]
+
+
+async def test_configuring_again_writes_what_the_old_stream_held(
+    logged: tuple[io.StringIO, Any],
+) -> None:
+    stream, log = logged
+    log.info("held")
+    configure_logging("info", stream=io.StringIO())
+    assert _events(stream) == ["held"]
