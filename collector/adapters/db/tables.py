@@ -91,10 +91,6 @@ class ReportRow(Base):
     __table_args__ = (Index("ix_usage_reports_customer_window", "customer_id", "window_end", "id"),)
 
 
-PERIOD_CHOSEN = text("period_id IS NOT NULL")
-"""The rows the outbox's period index holds (``PERIOD_INDEXED`` is the query's condition)."""
-
-
 class ForwardRow(Base):
     """One metric of one stored report, waiting to reach Stripe (the transactional outbox)."""
 
@@ -121,15 +117,6 @@ class ForwardRow(Base):
         Index("uq_forwards_report_metric", "report_pk", "report_id", "metric", unique=True),
         Index("ix_forwards_pending", "state", "customer_id", "metric", "window_end"),
         Index("ix_forwards_batch", "batch_id"),
-        Index(
-            "ix_forwards_period",
-            "period_id",
-            "metric",
-            "instance_id",
-            "window_end",
-            sqlite_where=PERIOD_CHOSEN,
-            postgresql_where=PERIOD_CHOSEN,
-        ),
     )
 
 
@@ -355,7 +342,16 @@ EVENTS = _table(WebhookEventRow)
 AUDIT = _table(AuditRow)
 REPORTS = _table(ReportRow)
 PERIOD_INDEXED = FORWARDS.c.period_id.is_not(None)
-"""What a query on the outbox's periods states, so that SQLite and PostgreSQL use the period
-index, which holds only rows a period was chosen for."""
+"""The rows the outbox's period index holds: a query on periods states it, or SQLite cannot
+use the index."""
+Index(
+    "ix_forwards_period",
+    FORWARDS.c.period_id,
+    FORWARDS.c.metric,
+    FORWARDS.c.instance_id,
+    FORWARDS.c.window_end,
+    sqlite_where=PERIOD_INDEXED,
+    postgresql_where=PERIOD_INDEXED,
+)
 CREDENTIALS = _table(CredentialRow)
 RECONCILE_RESULTS = _table(ReconcileResultRow)
