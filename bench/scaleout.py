@@ -37,7 +37,7 @@ from bench.forwarding_world import (
     world,
 )
 from bench.report import write_section
-from tests.support.collector_process import CollectorProcess
+from tests.support.collector_process import SETTLE, CollectorProcess
 from tests.support.leases import batch_states, forwarder_owner, leased_by
 from tests.support.postgres import PostgresServer, create_database, run_postgres
 
@@ -45,8 +45,6 @@ SCALEOUT_LATENCY = 0.1
 """Seconds the sandbox takes to answer each call in the scale-out runs, about Stripe's own."""
 TAKEOVER_REPORTS = 4000
 """The backlog the takeover runs forward: enough to keep both replicas sending for minutes."""
-SETTLE = 0.3
-"""Seconds a frozen replica's last requests take to reach the sandbox's log."""
 DEFAULT_LEASE, DEFAULT_RENEWAL = 15.0, 5.0
 
 
@@ -185,10 +183,7 @@ def kill_and_measure(w: World, victim: CollectorProcess, database_url: str) -> d
         time.sleep(0.01)
     # Frozen first: a call it made just before the kill can reach the sandbox's log after it,
     # where it would pass for the other replica's resend.
-    victim.freeze()
-    time.sleep(SETTLE)
-    killed_at = time.monotonic()
-    victim.kill()
+    killed_at = victim.kill_settled()
     held = leased_by(database_url, owner)
     identifiers = [b.identifier for b in held]
     deadline = time.monotonic() + 120

@@ -32,6 +32,10 @@ def clean_environment(**settings: str) -> dict[str, str]:
     return base | settings
 
 
+SETTLE = 0.3
+"""Seconds a frozen process's last requests take to reach a peer on loopback, with room."""
+
+
 class CollectorProcess:
     """`usage-collector serve` on a fixed loopback port; start, SIGKILL and restart it."""
 
@@ -102,10 +106,19 @@ class CollectorProcess:
                 time.sleep(0.05)
         raise AssertionError(f"collector did not answer within the limit:\n{self.log_text()}")
 
-    def freeze(self) -> None:
-        """SIGSTOP: it sends nothing more, and keeps its connections and leases as they are."""
+    def kill_settled(self, settle: float = SETTLE) -> float:
+        """SIGSTOP, ``settle`` seconds, then SIGKILL; returns the kill's ``time.monotonic()``.
+
+        Frozen, it sends nothing more and keeps its connections and leases. A request it made
+        just before may reach its peer a moment later: after the wait, whatever a peer logs
+        after the returned time came from another process.
+        """
         assert self._process is not None, "not running"
         self._process.send_signal(signal.SIGSTOP)
+        time.sleep(settle)
+        killed_at = time.monotonic()
+        self.kill()
+        return killed_at
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, in-flight Stripe calls are abandoned mid-way."""

@@ -58,9 +58,6 @@ WORK_ALLOWANCE = 10.0
 """Seconds to send what is still waiting at the last kill, on the same machine."""
 DRAIN_BOUND = LEASE + BACKOFF_CAP + WORK_ALLOWANCE
 WAIT_LIMIT = 60.0
-SETTLE = 0.3
-"""Seconds a frozen replica's last requests take to reach the sandbox's log; below
-LEASE - RENEWAL, so its leases are still held when it is killed."""
 
 
 @pytest.fixture
@@ -107,8 +104,9 @@ def wait_in_flight(sandbox: Sandbox, since: int) -> None:
 def kill_holding_leases(replicas: Replicas, database_url: str) -> tuple[float, list[Leased]]:
     """SIGKILL the victim once one of its leased batches is in flight at Stripe.
 
-    It is frozen first, for ``SETTLE``: a call it made just before may reach the sandbox's log
-    a moment later, after the kill, where it would pass for another replica's resend.
+    It is frozen first (``kill_settled``): a call it made just before may reach the sandbox's
+    log a moment later, after the kill, where it would pass for another replica's resend. The
+    wait is below LEASE - RENEWAL, so its leases are still held when it is killed.
     """
     victim = replicas.processes[VICTIM]
     owner = forwarder_owner(victim)
@@ -117,10 +115,7 @@ def kill_holding_leases(replicas: Replicas, database_url: str) -> tuple[float, l
         held = {b.identifier for b in leased_by(database_url, owner)}
         flying = {i for c in calls(replicas.sandbox) if c.finished is None for i in c.identifiers}
         if held & flying:
-            victim.freeze()
-            time.sleep(SETTLE)
-            killed_at = time.monotonic()
-            victim.kill()
+            killed_at = victim.kill_settled()
             return killed_at, leased_by(database_url, owner)
         time.sleep(0.005)
     pytest.fail(f"replica {VICTIM} never held a lease on a call in flight")

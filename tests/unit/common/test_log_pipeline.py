@@ -31,6 +31,10 @@ def clean() -> Iterator[None]:
     configure_logging("info")
 
 
+def _events(stream: io.StringIO) -> list[str]:
+    return [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
+
+
 def test_a_line_has_the_event_its_fields_level_and_time() -> None:
     stream = io.StringIO()
     configure_logging("info", stream=stream)
@@ -52,7 +56,7 @@ def test_levels_below_the_configured_one_are_dropped() -> None:
     log.error("e")
     logging.getLogger("lib").info("stdlib i")
     logging.getLogger("lib").warning("stdlib w")
-    events = [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
+    events = _events(stream)
     assert events == ["w", "e", "stdlib w"]
 
 
@@ -70,7 +74,7 @@ def test_structlog_and_stdlib_lines_share_one_stream_in_order() -> None:
     for n in range(3):
         structlog.get_logger("x").info("ours", n=n)
         logging.getLogger("lib").warning("theirs %d", n)
-    events = [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
+    events = _events(stream)
     assert events == ["ours", "theirs 0", "ours", "theirs 1", "ours", "theirs 2"]
 
 
@@ -177,10 +181,6 @@ def test_a_text_logged_clean_is_redacted_once_a_secret_in_it_is_registered() -> 
     log.info("e", customer_id="cust opaque-secret-99")
     lines = [json.loads(text)["customer_id"] for text in stream.getvalue().splitlines()]
     assert lines == ["cust opaque-secret-99", "cust [REDACTED]"]
-
-
-def _events(stream: io.StringIO) -> list[str]:
-    return [json.loads(text)["event"] for text in stream.getvalue().splitlines()]
 
 
 @pytest.fixture
