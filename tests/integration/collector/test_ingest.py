@@ -19,8 +19,13 @@ LEGACY_BODY = {
 }
 
 
+# One anchor for the whole run: a test whose reports straddle the top of an hour would
+# otherwise get the same window twice, and its second report would pass for a resend.
+THIS_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def hour_window(hours_ago: int) -> tuple[datetime, datetime]:
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    end = THIS_HOUR - timedelta(hours=hours_ago)
     return end - timedelta(hours=1), end
 
 
