@@ -81,12 +81,14 @@ class KeptConnection:
                 await conn.invalidate()
 
 
-async def sqlite_transaction[T](driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:
+async def sqlite_transaction[T](
+    driver: Any, work: Callable[[sqlite3.Connection], T], *, begin: str = "BEGIN"
+) -> T:
     """``work(connection)`` in one transaction on aiosqlite ``driver``'s ``sqlite3`` connection.
 
-    The whole transaction is one call on aiosqlite's thread: ``work``, then the commit, or the
-    rollback when ``work`` or the commit raises (the error leaves translated). Returns what
-    ``work`` returned. The connection must not be in a SQLAlchemy transaction.
+    The whole transaction is one call on aiosqlite's thread: ``begin``, ``work``, then the
+    commit, or the rollback when ``work`` or the commit raises (the error leaves translated).
+    Returns what ``work`` returned. The connection must not be in a SQLAlchemy transaction.
     """
 
     def transaction() -> T:
@@ -94,8 +96,7 @@ async def sqlite_transaction[T](driver: Any, work: Callable[[sqlite3.Connection]
         if raw.in_transaction:
             raw.rollback()
         try:
-            if raw.isolation_level is None:
-                raw.execute("BEGIN")
+            raw.execute(begin)
             result = work(raw)
             raw.commit()
         except BaseException:

@@ -8,10 +8,10 @@ numbers and booleans) and refuses a table with any other; a test stores rows bot
 SQLite and PostgreSQL and compares what the database holds. Reads keep the typed tables.
 
 ``ReportInsert`` is the ``usage_reports`` insert, ``ON CONFLICT (report_id) DO NOTHING
-RETURNING id, report_id``; ``SqliteOutboxInsert`` the outbox rows written in the same
-transaction on SQLite, read from the new reports' rows.
-On PostgreSQL, ``ReportAndOutboxInsert`` writes both in one statement: a data-modifying CTE
-that derives the outbox rows from the reports the insert returned, so a stored report gets none.
+RETURNING id, report_id``. The writer's statements derive the outbox rows from the new reports'
+rows inside the database, so a stored report gets none: on PostgreSQL ``ReportAndOutboxInsert``
+writes both in one statement, a data-modifying CTE; on SQLite ``SqliteReportAndOutbox`` writes
+them in one ``BEGIN IMMEDIATE`` transaction and reads the new keys back as one row.
 """
 
 from __future__ import annotations
@@ -237,30 +237,43 @@ def _outbox_select(report: str, metric: str, value: str, created_at: str) -> str
     )
 
 
-class SqliteOutboxInsert:
-    """SQLite: the outbox rows of reports just inserted, given as (report key, metric, value).
+class SqliteReportAndOutbox:
+    """SQLite: a batch of reports and the outbox rows of the new ones, in a few steps.
 
-    The report's own columns are read from its row; ``created_at`` is the first parameter.
+    Each step through ``sqlite3`` lets go of the GIL and takes it back, and under load the event
+    loop's thread holds it: a ``RETURNING`` row cost one such step each. So the new reports are
+    told apart by their keys instead. Inside ``BEGIN IMMEDIATE`` no other writer runs, and a new
+    row's key is above every key before it, so the rows above the largest key read first are
+    the rows this batch inserted. Their outbox rows are derived from them, one per metric, with
+    the value's text as the stored JSON spells it (``->`` gives back the number's own text),
+    and their keys come back as one JSON row.
+
+    SQLite's JSON paths cannot spell a key holding ``"``: such a metric's value comes out NULL,
+    which the outbox refuses, so its report is refused. The catalogue's names never hold one.
     """
 
-    def __init__(self) -> None:
-        self._select = _outbox_select("r", "f.column2", "f.column3", "?")
-        self._statements: dict[int, str] = {}
+    begin = "BEGIN IMMEDIATE"
+    last_key = f"SELECT coalesce(max(id), 0) FROM {REPORTS.name}"  # noqa: S608
+    created = f"SELECT json_group_array(json_array(id, report_id)) FROM {REPORTS.name} WHERE id > ?"  # noqa: S608
+    outbox = (
+        _outbox_select("r", "m.key", "r.metrics -> m.fullkey", "?")
+        + f" FROM {REPORTS.name} AS r, json_each(r.metrics) AS m WHERE r.id > ?"
+        + " ORDER BY r.id, m.key"
+    )
 
-    def statement(self, rows: int) -> str:
-        """The SQL for ``rows`` outbox rows, built once per size."""
-        cached = self._statements.get(rows)
-        if cached is None:
-            values = ", ".join(["(?, ?, ?)"] * rows)
-            cached = self._statements[rows] = (
-                f"{self._select} FROM (VALUES {values}) AS f "
-                f"JOIN {REPORTS.name} AS r ON r.id = f.column1 ORDER BY f.column1, f.column2"
-            )
-        return cached
+    def __init__(self) -> None:
+        self.reports = DriverInsert(
+            REPORTS, "sqlite", "qmark", " ON CONFLICT (report_id) DO NOTHING"
+        )
 
     @staticmethod
-    def parameters(created_at: datetime, rows: Sequence[tuple[int, str, str]]) -> tuple[Any, ...]:
-        return (_sqlite_time(created_at), *(value for row in rows for value in row))
+    def outbox_parameters(created_at: datetime, last_key: int) -> tuple[Any, ...]:
+        return _sqlite_time(created_at), last_key
+
+    @staticmethod
+    def created_keys(text: str) -> dict[uuid.UUID, int]:
+        """The new reports' keys by report id, from the ``created`` row."""
+        return {uuid.UUID(hex=report_id): key for key, report_id in json.loads(text)}
 
 
 class ReportAndOutboxInsert:

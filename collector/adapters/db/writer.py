@@ -41,11 +41,10 @@ from collector.adapters.db.driver_transaction import (
     postgres_statement,
     sqlite_transaction,
 )
-from collector.adapters.db.outbox import outbox_metrics
 from collector.adapters.db.report_insert import (
     ReportAndOutboxInsert,
     ReportInsert,
-    SqliteOutboxInsert,
+    SqliteReportAndOutbox,
 )
 from collector.adapters.db.tables import REPORTS, StoredReport
 from collector.errors import DatabaseUnavailable, ValidationFailed
@@ -67,8 +66,8 @@ class _Statements:
     reports: ReportInsert
     combined: ReportAndOutboxInsert | None
     """PostgreSQL: the reports and their outbox rows in one statement."""
-    outbox: SqliteOutboxInsert | None
-    """SQLite: the outbox rows, after the reports."""
+    sqlite: SqliteReportAndOutbox | None
+    """SQLite: the reports, then the outbox rows of the new ones."""
 
 
 def _row(mapping: Any) -> StoredReport:
@@ -177,7 +176,7 @@ class GroupCommitWriter:
                 self._sql = _Statements(
                     ReportInsert(dialect.name, dialect.paramstyle),
                     ReportAndOutboxInsert() if postgres else None,
-                    None if postgres else SqliteOutboxInsert(),
+                    None if postgres else SqliteReportAndOutbox(),
                 )
             except ValueError as exc:
                 raise DatabaseUnavailable(str(exc)) from exc
@@ -239,24 +238,21 @@ class GroupCommitWriter:
             return self._created(
                 first_by_id, await postgres_statement(driver, statement, parameters)
             )
-        outbox = sql.outbox if now is not None else None
-        statement, parameters = sql.reports.statement(len(rows)), sql.reports.parameters(rows)
+        assert sql.sqlite is not None
+        lite = sql.sqlite
+        statement, parameters = lite.reports.statement(len(rows)), lite.reports.parameters(rows)
 
-        def work(raw: Any) -> dict[uuid.UUID, StoredReport]:
-            created = self._created(first_by_id, raw.execute(statement, parameters).fetchall())
-            if outbox is None or now is None:
-                return created
-            new = [
-                (created[row["report_id"]].id, name, value)
-                for row in rows
-                if row["report_id"] in created
-                for name, value in outbox_metrics(row)
-            ]
-            if new:
-                raw.execute(outbox.statement(len(new)), outbox.parameters(now, new))
-            return created
+        def work(raw: Any) -> str:
+            (last_key,) = raw.execute(lite.last_key).fetchone()
+            if raw.execute(statement, parameters).rowcount == 0:
+                return "[]"
+            if now is not None:
+                raw.execute(lite.outbox, lite.outbox_parameters(now, last_key))
+            (created,) = raw.execute(lite.created, (last_key,)).fetchone()
+            return str(created)
 
-        return await sqlite_transaction(driver, work)
+        keys = lite.created_keys(await sqlite_transaction(driver, work, begin=lite.begin))
+        return {rid: StoredReport(id=key, **first_by_id[rid]) for rid, key in keys.items()}
 
     def _created(
         self, first_by_id: dict[uuid.UUID, dict[str, Any]], returned: Sequence[Sequence[Any]]

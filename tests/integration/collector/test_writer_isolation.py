@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -222,6 +224,84 @@ async def read_back_fails(database_url: str) -> None:
         again = await writer.insert(_to_row(stored[0], legacy=False, received_at=now))
         assert again[1] is False
         assert again[0].instance_id == stored[0].instance_id
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+def test_two_writers_on_one_database_each_answer_their_own_rows(database_url: str) -> None:
+    """Two collector processes' writers insert at once, some reports sent to both.
+
+    Each report is answered as new by exactly one writer, every answer carries the key the
+    database holds for that report, and each report has its own outbox rows, one per metric.
+    On SQLite a writer tells its new rows apart by their keys: a row of the other writer's
+    transaction taken for its own would show here as a wrong key or misplaced outbox rows.
+    """
+    asyncio.run(two_writers(database_url))
+
+
+async def two_writers(database_url: str) -> None:
+    url = CollectorSettings(database_url=database_url).async_database_url()
+    await upgrade_async(url)
+    engines = [create_engine(url), create_engine(url)]
+    now = datetime.now(UTC)
+    writers = [GroupCommitWriter(engine, outbox=lambda: now) for engine in engines]
+    reports = [make_report(instance_id=f"w{next(SERIAL)}") for _ in range(120)]
+    try:
+        sends = [
+            (writer, report)
+            for index, report in enumerate(reports)
+            for writer in (writers if index % 3 == 0 else [writers[index % 2]])
+        ]
+        answers = []
+        for _ in range(3):
+            answers += await asyncio.gather(
+                *(w.insert(_to_row(r, legacy=False, received_at=now)) for w, r in sends)
+            )
+            sends = sends[::-1]
+        async with engines[0].connect() as conn:
+            keys = dict((await conn.execute(select(REPORTS.c.report_id, REPORTS.c.id))).all())
+            owners = (await conn.execute(select(FORWARDS.c.report_id, FORWARDS.c.report_pk))).all()
+        created = sorted(stored.report_id for stored, new in answers if new)
+        assert created == sorted(r.id for r in reports)
+        assert all(stored.id == keys[stored.report_id] for stored, _ in answers)
+        assert sorted(pk for _, pk in owners) == sorted(
+            keys[r.id] for r in reports for _ in r.metrics
+        )
+        assert all(keys[report_id] == pk for report_id, pk in owners)
+    finally:
+        for writer in writers:
+            await writer.close()
+        for engine in engines:
+            await engine.dispose()
+
+
+def test_a_metric_name_sqlite_cannot_address_is_refused_alone(tmp_path: Path) -> None:
+    """SQLite's JSON paths cannot spell a key holding a double quote: only that report fails.
+
+    No catalogue name holds one. Its outbox value would be NULL, which the outbox refuses: the
+    report is refused, never stored without its outbox rows.
+    """
+    asyncio.run(quoted_metric(f"sqlite+aiosqlite:///{tmp_path / 'quoted.db'}"))
+
+
+async def quoted_metric(url: str) -> None:
+    await upgrade_async(url)
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    writer = GroupCommitWriter(engine, outbox=lambda: now)
+    try:
+        plain = _to_row(make_report(instance_id=f"q{next(SERIAL)}"), legacy=False, received_at=now)
+        quoted = {**plain, "report_id": uuid.uuid4(), "metrics": {'a"b': 1}}
+        answers = await asyncio.gather(
+            writer.insert(plain), writer.insert(quoted), return_exceptions=True
+        )
+        assert isinstance(answers[0], tuple), answers
+        assert answers[0][1]
+        assert isinstance(answers[1], ValidationFailed), answers
+        instances, forwards = await _stored(engine)
+        assert instances == {plain["instance_id"]}
+        assert forwards == {plain["instance_id"]: len(plain["metrics"])}
     finally:
         await writer.close()
         await engine.dispose()
