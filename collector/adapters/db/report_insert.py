@@ -242,18 +242,17 @@ class SqliteReportAndOutbox:
 
     Each step through ``sqlite3`` lets go of the GIL and takes it back, and under load the event
     loop's thread holds it: a ``RETURNING`` row cost one such step each. So the new reports are
-    told apart by their keys instead. Inside ``BEGIN IMMEDIATE`` no other writer runs, and a new
-    row's key is above every key before it, so the rows above the largest key read first are
-    the rows this batch inserted. Their outbox rows are derived from them, one per metric, with
-    the value's text as the stored JSON spells it (``->`` gives back the number's own text),
-    and their keys come back as one JSON row.
+    told apart by their keys instead. Inside ``BEGIN IMMEDIATE`` no other writer runs, and each
+    new row's key is one above the largest before it, so the rows above the last new key less
+    the count inserted are the rows this batch inserted (the writer checks the count). Their
+    outbox rows are derived from them, one per metric, with the value's text as the stored JSON
+    spells it (``->`` gives back the number's own text), and their keys come back as one row.
 
     SQLite's JSON paths cannot spell a key holding ``"``: such a metric's value comes out NULL,
     which the outbox refuses, so its report is refused. The catalogue's names never hold one.
     """
 
     begin = "BEGIN IMMEDIATE"
-    last_key = f"SELECT coalesce(max(id), 0) FROM {REPORTS.name}"  # noqa: S608
     created = f"SELECT json_group_array(json_array(id, report_id)) FROM {REPORTS.name} WHERE id > ?"  # noqa: S608
     outbox = (
         _outbox_select("r", "m.key", "r.metrics -> m.fullkey", "?")

@@ -242,16 +242,21 @@ class GroupCommitWriter:
         lite = sql.sqlite
         statement, parameters = lite.reports.statement(len(rows)), lite.reports.parameters(rows)
 
-        def work(raw: Any) -> str:
-            (last_key,) = raw.execute(lite.last_key).fetchone()
-            if raw.execute(statement, parameters).rowcount == 0:
-                return "[]"
+        def work(raw: Any) -> dict[uuid.UUID, int]:
+            inserted = raw.execute(statement, parameters)
+            count = inserted.rowcount
+            if count == 0:
+                return {}
+            last_key = inserted.lastrowid - count
             if now is not None:
                 raw.execute(lite.outbox, lite.outbox_parameters(now, last_key))
             (created,) = raw.execute(lite.created, (last_key,)).fetchone()
-            return str(created)
+            keys = lite.created_keys(created)
+            if len(keys) != count:
+                raise DatabaseUnavailable("the new reports' keys do not follow the stored ones")
+            return keys
 
-        keys = lite.created_keys(await sqlite_transaction(driver, work, begin=lite.begin))
+        keys = await sqlite_transaction(driver, work, begin=lite.begin)
         return {rid: StoredReport(id=key, **first_by_id[rid]) for rid, key in keys.items()}
 
     def _created(

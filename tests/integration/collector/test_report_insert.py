@@ -202,8 +202,12 @@ async def _derived(
         result = await conn.exec_driver_sql(statement, parameters)
         return {r[1]: r[0] for r in result.all()}
     lite = SqliteReportAndOutbox()
-    (last_key,) = (await conn.exec_driver_sql(lite.last_key)).one()
-    await conn.exec_driver_sql(lite.reports.statement(len(batch)), lite.reports.parameters(batch))
+    inserted = await conn.exec_driver_sql(
+        lite.reports.statement(len(batch)), lite.reports.parameters(batch)
+    )
+    if inserted.rowcount == 0:
+        return {}
+    last_key = inserted.lastrowid - inserted.rowcount
     await conn.exec_driver_sql(lite.outbox, lite.outbox_parameters(now, last_key))
     (created,) = (await conn.exec_driver_sql(lite.created, (last_key,))).one()
     return lite.created_keys(created)

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -302,6 +303,35 @@ async def quoted_metric(url: str) -> None:
         instances, forwards = await _stored(engine)
         assert instances == {plain["instance_id"]}
         assert forwards == {plain["instance_id"]: len(plain["metrics"])}
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+def test_a_table_past_the_largest_key_refuses_rather_than_misplace_rows(tmp_path: Path) -> None:
+    """With a key at SQLite's largest rowid, new rows get random keys, not the next ones.
+
+    The writer's count of new rows then disagrees with the rows above its key: it stores
+    nothing and answers that the database is unavailable, rather than answer with, or derive
+    outbox rows from, another report's row.
+    """
+    asyncio.run(largest_key(f"sqlite+aiosqlite:///{tmp_path / 'largest.db'}"))
+
+
+async def largest_key(url: str) -> None:
+    await upgrade_async(url)
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    writer = GroupCommitWriter(engine, outbox=lambda: now)
+    try:
+        first = _to_row(make_report(instance_id=f"k{next(SERIAL)}"), legacy=False, received_at=now)
+        assert (await writer.insert(first))[1]
+        await _sql(engine, f"UPDATE usage_reports SET id = {2**63 - 1}")
+        second = _to_row(make_report(instance_id=f"k{next(SERIAL)}"), legacy=False, received_at=now)
+        with pytest.raises(DatabaseUnavailable):
+            await writer.insert(second)
+        instances, _ = await _stored(engine)
+        assert instances == {first["instance_id"]}
     finally:
         await writer.close()
         await engine.dispose()
