@@ -8,10 +8,13 @@ other one is refused with a 4xx error, whatever the mix and order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +35,7 @@ from collector.settings import CollectorSettings
 from tests.integration.collector.test_ingest import make_report
 
 SERIAL = itertools.count()
+NOW = datetime.now(UTC)
 
 
 @settings(
@@ -287,12 +291,8 @@ def test_a_metric_name_sqlite_cannot_address_is_refused_alone(tmp_path: Path) ->
 
 
 async def quoted_metric(url: str) -> None:
-    await upgrade_async(url)
-    engine = create_engine(url)
-    now = datetime.now(UTC)
-    writer = GroupCommitWriter(engine, outbox=lambda: now)
-    try:
-        plain = _to_row(make_report(instance_id=f"q{next(SERIAL)}"), legacy=False, received_at=now)
+    async with sqlite_writer(url) as (engine, writer):
+        plain = fresh_row("q")
         quoted = {**plain, "report_id": uuid.uuid4(), "metrics": {'a"b': 1}}
         answers = await asyncio.gather(
             writer.insert(plain), writer.insert(quoted), return_exceptions=True
@@ -303,9 +303,6 @@ async def quoted_metric(url: str) -> None:
         instances, forwards = await _stored(engine)
         assert instances == {plain["instance_id"]}
         assert forwards == {plain["instance_id"]: len(plain["metrics"])}
-    finally:
-        await writer.close()
-        await engine.dispose()
 
 
 def test_a_table_past_the_largest_key_refuses_rather_than_misplace_rows(tmp_path: Path) -> None:
@@ -319,19 +316,31 @@ def test_a_table_past_the_largest_key_refuses_rather_than_misplace_rows(tmp_path
 
 
 async def largest_key(url: str) -> None:
-    await upgrade_async(url)
-    engine = create_engine(url)
-    now = datetime.now(UTC)
-    writer = GroupCommitWriter(engine, outbox=lambda: now)
-    try:
-        first = _to_row(make_report(instance_id=f"k{next(SERIAL)}"), legacy=False, received_at=now)
+    async with sqlite_writer(url) as (engine, writer):
+        first = fresh_row("k")
         assert (await writer.insert(first))[1]
         await _sql(engine, f"UPDATE usage_reports SET id = {2**63 - 1}")
-        second = _to_row(make_report(instance_id=f"k{next(SERIAL)}"), legacy=False, received_at=now)
         with pytest.raises(DatabaseUnavailable):
-            await writer.insert(second)
+            await writer.insert(fresh_row("k"))
         instances, _ = await _stored(engine)
         assert instances == {first["instance_id"]}
+
+
+def fresh_row(prefix: str) -> dict[str, Any]:
+    """A new report's row, for an instance no other test uses."""
+    return _to_row(
+        make_report(instance_id=f"{prefix}{next(SERIAL)}"), legacy=False, received_at=NOW
+    )
+
+
+@contextlib.asynccontextmanager
+async def sqlite_writer(url: str) -> AsyncIterator[tuple[AsyncEngine, GroupCommitWriter]]:
+    """A migrated database and a writer on it, closed and disposed of afterwards."""
+    await upgrade_async(url)
+    engine = create_engine(url)
+    writer = GroupCommitWriter(engine, outbox=lambda: NOW)
+    try:
+        yield engine, writer
     finally:
         await writer.close()
         await engine.dispose()
