@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from datetime import datetime
 
 import structlog
@@ -22,9 +23,8 @@ from common.clock import Clock
 
 log = structlog.get_logger("collector.auth")
 MAX_SECRET_LENGTH = 256
-_SECRET_CHARACTERS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
-)
+_SECRET = re.compile(r"[A-Za-z0-9\-._~+/=]+")
+"""The characters a bearer secret may hold (base64, URL-safe base64 and RFC 6750's token68)."""
 
 
 def bearer_secret(authorization: str | None) -> str:
@@ -37,7 +37,7 @@ def bearer_secret(authorization: str | None) -> str:
         scheme.lower() != "bearer"
         or not secret
         or len(secret) > MAX_SECRET_LENGTH
-        or not set(secret) <= _SECRET_CHARACTERS
+        or _SECRET.fullmatch(secret) is None
     ):
         raise Unauthorized(
             "the Authorization header is not a bearer credential", field="authorization"
@@ -72,8 +72,8 @@ class Authenticator:
         self._store = store
         self._clock = clock
         self._touch_interval = touch_interval
-        self._credentials: ReadCache[str, Credential | None] = ReadCache(
-            store.by_hash, clock, ttl=cache_ttl, max_entries=max_cached
+        self._credentials: ReadCache[str, tuple[Credential, Principal] | None] = ReadCache(
+            self._read, clock, ttl=cache_ttl, max_entries=max_cached
         )
         self._touched: dict[str, float] = {}
         self._pending: dict[str, datetime] = {}
@@ -84,11 +84,16 @@ class Authenticator:
             return ANONYMOUS
         digest = hash_secret(bearer_secret(authorization))
         now = self._clock.monotonic()
-        credential = await self._credentials.get(digest)
-        if credential is None or credential.revoked:
+        known = await self._credentials.get(digest)
+        if known is None or known[0].revoked:
             raise Unauthorized("unknown or revoked credential", field="authorization")
-        self._note_use(credential.id, now)
-        return principal_of(credential)
+        self._note_use(known[0].id, now)
+        return known[1]
+
+    async def _read(self, digest: str) -> tuple[Credential, Principal] | None:
+        """The credential and the principal it gives, remembered together."""
+        credential = await self._store.by_hash(digest)
+        return None if credential is None else (credential, principal_of(credential))
 
     def forget(self) -> None:
         """Drop every remembered credential, so a revocation takes effect at once.

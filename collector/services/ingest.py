@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from collector.adapters.db.reports import ReportStore
@@ -31,6 +30,7 @@ from collector.telemetry import CollectorMetrics
 from common.billing_periods import PeriodBounds
 from common.catalogue import MetricCatalogue, NotWholeNumberError
 from common.clock import Clock
+from common.logs import emit
 from common.schema import (
     REPORT_ID_NAMESPACE,
     LegacyUsageReport,
@@ -39,7 +39,6 @@ from common.schema import (
 )
 from common.windows import utc_text
 
-log = structlog.get_logger("collector.ingest")
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=35)
 JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
@@ -248,16 +247,19 @@ def _check_media_type(content_type: str | None) -> None:
 
 def _log_stored(report: UsageReport, created: bool) -> None:
     """``report_stored``: INFO for a new report, DEBUG for a repeat. Plain values only: hot path."""
-    (log.info if created else log.debug)(
+    emit(
+        "info" if created else "debug",
         "report_stored",
-        customer_id=report.customer_id,
-        instance_id=report.instance_id,
-        report_id=str(report.id),
-        window_start=utc_text(report.window_start),
-        window_end=utc_text(report.window_end),
-        metrics=list(report.metrics),
-        result="created" if created else "duplicate",
-        partial=report.partial,
+        {
+            "customer_id": report.customer_id,
+            "instance_id": report.instance_id,
+            "report_id": str(report.id),
+            "window_start": utc_text(report.window_start),
+            "window_end": utc_text(report.window_end),
+            "metrics": list(report.metrics),
+            "result": "created" if created else "duplicate",
+            "partial": report.partial,
+        },
     )
 
 

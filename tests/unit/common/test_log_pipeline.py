@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from common import redaction
-from common.logs import _redact, _Stamp, configure_logging
+from common.logs import _redact, _Stamp, configure_logging, emit
 from common.redaction import forget_secrets, redact_event, register_secret
 
 
@@ -242,3 +242,40 @@ async def test_configuring_again_writes_what_the_old_stream_held(
     log.info("held")
     configure_logging("info", stream=io.StringIO())
     assert _events(stream) == ["held"]
+
+
+def _lines_without_time(stream: io.StringIO) -> list[dict[str, Any]]:
+    lines = [json.loads(text) for text in stream.getvalue().splitlines()]
+    for line in lines:
+        line.pop("timestamp")
+    return lines
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning"])
+def test_an_emitted_line_is_the_line_the_logger_writes(level: str) -> None:
+    """``emit`` writes what ``log.<method>`` writes, and drops what it drops."""
+    fields = {"customer_id": "c1", "metrics": ["a", "b"], "partial": False, "n": 1}
+    by_logger, by_emit = io.StringIO(), io.StringIO()
+    for stream, write in (
+        (by_logger, lambda method: getattr(structlog.get_logger("x"), method)("e", **fields)),
+        (by_emit, lambda method: emit(method, "e", dict(fields))),
+    ):
+        configure_logging(level, stream=stream)
+        for method in ("debug", "info", "warning", "error"):
+            write(method)
+        logging.getLogger().handlers[0].flush()
+    assert _lines_without_time(by_emit) == _lines_without_time(by_logger)
+    assert by_emit.getvalue().count("\n") == {"debug": 4, "info": 3, "warning": 2}[level]
+
+
+def test_an_emitted_line_is_captured_and_redacted_as_any_other() -> None:
+    register_secret("umt_supersecretvalue123")
+    with capture_logs() as logs:
+        emit("debug", "report_stored", {"customer_id": "c1"})
+    assert logs == [{"event": "report_stored", "customer_id": "c1", "log_level": "debug"}]
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    emit("info", "report_stored", {"instance_id": "i umt_supersecretvalue123"})
+    logging.getLogger().handlers[0].flush()
+    assert "supersecretvalue" not in stream.getvalue()
+    assert json.loads(stream.getvalue())["event"] == "report_stored"
