@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,7 +43,6 @@ from collector.adapters.db.driver_transaction import (
 )
 from collector.adapters.db.report_insert import (
     ReportAndOutboxInsert,
-    ReportInsert,
     SqliteReportAndOutbox,
 )
 from collector.adapters.db.tables import REPORTS, StoredReport
@@ -61,13 +60,9 @@ class _Pending:
     future: asyncio.Future[tuple[StoredReport, bool]] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class _Statements:
-    reports: ReportInsert
-    combined: ReportAndOutboxInsert | None
-    """PostgreSQL: the reports and their outbox rows in one statement."""
-    sqlite: SqliteReportAndOutbox | None
-    """SQLite: the reports, then the outbox rows of the new ones."""
+_Statements = ReportAndOutboxInsert | SqliteReportAndOutbox
+"""PostgreSQL: the reports and their outbox rows in one statement. SQLite: the reports, then
+the outbox rows of the new ones, in one transaction."""
 
 
 def _row(mapping: Any) -> StoredReport:
@@ -170,16 +165,13 @@ class GroupCommitWriter:
 
     def _insert_sql(self, conn: AsyncConnection) -> _Statements:
         if self._sql is None:
-            dialect = conn.dialect
-            try:
-                postgres = dialect.name == "postgresql"
-                self._sql = _Statements(
-                    ReportInsert(dialect.name, dialect.paramstyle),
-                    ReportAndOutboxInsert() if postgres else None,
-                    None if postgres else SqliteReportAndOutbox(),
-                )
-            except ValueError as exc:
-                raise DatabaseUnavailable(str(exc)) from exc
+            name = conn.dialect.name
+            if name == "postgresql":
+                self._sql = ReportAndOutboxInsert()
+            elif name == "sqlite":
+                self._sql = SqliteReportAndOutbox()
+            else:
+                raise DatabaseUnavailable(f"unsupported database dialect {name!r}")
         return self._sql
 
     async def _write(self, batch: list[_Pending]) -> list[tuple[StoredReport, bool] | Exception]:
@@ -229,18 +221,20 @@ class GroupCommitWriter:
         rows = list(first_by_id.values())
         now = self._outbox() if self._outbox is not None else None
         driver = await self._kept.driver()
-        if sql.combined is not None:
+        if isinstance(sql, ReportAndOutboxInsert):
             statement, parameters = (
-                sql.combined.build(rows, now)
+                sql.build(rows, now)
                 if now is not None
                 else (sql.reports.statement(len(rows)), sql.reports.parameters(rows))
             )
-            return self._created(
-                first_by_id, await postgres_statement(driver, statement, parameters)
-            )
-        assert sql.sqlite is not None
-        lite = sql.sqlite
-        statement, parameters = lite.reports.statement(len(rows)), lite.reports.parameters(rows)
+            returned = await postgres_statement(driver, statement, parameters)
+            ids = sql.reports.returned_ids(first_by_id)
+            created = {}
+            for pk, value in returned:
+                rid = ids[value]
+                created[rid] = StoredReport(id=pk, **first_by_id[rid])
+            return created
+        statement, parameters = sql.reports.statement(len(rows)), sql.reports.parameters(rows)
 
         def work(raw: Any) -> dict[uuid.UUID, int]:
             inserted = raw.execute(statement, parameters)
@@ -249,27 +243,15 @@ class GroupCommitWriter:
                 return {}
             last_key = inserted.lastrowid - count
             if now is not None:
-                raw.execute(lite.outbox, lite.outbox_parameters(now, last_key))
-            (created,) = raw.execute(lite.created, (last_key,)).fetchone()
-            keys = lite.created_keys(created)
+                raw.execute(sql.outbox, sql.outbox_parameters(now, last_key))
+            (created,) = raw.execute(sql.created, (last_key,)).fetchone()
+            keys = sql.created_keys(created)
             if len(keys) != count:
                 raise DatabaseUnavailable("the new reports' keys do not follow the stored ones")
             return keys
 
-        keys = await sqlite_transaction(driver, work, begin=lite.begin)
+        keys = await sqlite_transaction(driver, work, begin=sql.begin)
         return {rid: StoredReport(id=key, **first_by_id[rid]) for rid, key in keys.items()}
-
-    def _created(
-        self, first_by_id: dict[uuid.UUID, dict[str, Any]], returned: Sequence[Sequence[Any]]
-    ) -> dict[uuid.UUID, StoredReport]:
-        """The inserted reports by id, from the ``(id, report_id)`` rows the insert returned."""
-        assert self._sql is not None
-        ids = self._sql.reports.returned_ids(first_by_id)
-        created = {}
-        for pk, value in returned:
-            rid = ids[value]
-            created[rid] = StoredReport(id=pk, **first_by_id[rid])
-        return created
 
     async def _stored(
         self, conn: AsyncConnection, report_ids: list[uuid.UUID]
