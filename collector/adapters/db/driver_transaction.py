@@ -82,13 +82,14 @@ class KeptConnection:
 
 
 async def sqlite_transaction[T](
-    driver: Any, work: Callable[[sqlite3.Connection], T], *, begin: str = "BEGIN"
+    driver: Any, work: Callable[[sqlite3.Connection], T], *, begin: str
 ) -> T:
     """``work(connection)`` in one transaction on aiosqlite ``driver``'s ``sqlite3`` connection.
 
-    The whole transaction is one call on aiosqlite's thread: ``begin``, ``work``, then the
-    commit, or the rollback when ``work`` or the commit raises (the error leaves translated).
-    Returns what ``work`` returned. The connection must not be in a SQLAlchemy transaction.
+    The whole transaction is one call on aiosqlite's thread: ``begin`` (``BEGIN IMMEDIATE`` for
+    a writer), ``work``, then the commit, or the rollback when ``work`` or the commit raises
+    (the error leaves translated). Returns what ``work`` returned. The connection must not be
+    in a SQLAlchemy transaction.
     """
 
     def transaction() -> T:
